@@ -1,0 +1,43 @@
+# sentiment-sweep: `make help` lists the targets. Every target bootstraps .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXP ?=
+ARGS ?=
+PORT ?= 5000
+SERVE_PORT ?= 5001
+TRACKING_URI ?= sqlite:///mlflow.db
+EXP_FLAG := $(if $(EXP),--experiment $(EXP),)
+
+.DEFAULT_GOAL := help
+.PHONY: help install sweep train test test-all ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: EXP=<experiments/NAME.yaml>  ARGS=\"key=value ...\" (Hydra overrides)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its test tools
+
+sweep: $(STAMP) ## run or resume the sweep, e.g. make sweep EXP=quick ARGS="sweep.n_trials=3"
+	$(BIN)/python -m sentiment sweep $(EXP_FLAG) $(ARGS)
+
+train: $(STAMP) ## train one config and log it, e.g. make train ARGS="model.units=32"
+	$(BIN)/python -m sentiment train $(EXP_FLAG) $(ARGS)
+
+test: $(STAMP) ## the test suite (tiny generated data plus one small real-data test)
+	$(BIN)/python -m pytest $(ARGS)
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the local store
+	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
+	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(PORT)
+
+clean: ## remove local stores and caches (keeps .venv)
+	rm -rf mlflow.db optuna.db mlartifacts mlruns .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from sentiment.cli import main
+
+sys.exit(main())

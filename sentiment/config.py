@@ -1,0 +1,202 @@
+"""Compose and validate the Hydra config; apply search-space samples to copies of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sentiment.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+# Keys an experiment may add rather than only change: new search dimensions.
+EXTENSIBLE_PREFIXES = ("sweep.space.",)
+
+
+def list_experiments() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def load_config(overrides: Iterable[str] = (), experiment: str | None = None) -> DictConfig:
+    """Compose conf/config.yaml, then the experiment file, then command-line overrides."""
+    overrides = list(overrides)
+    if experiment and experiment not in list_experiments():
+        raise ConfigError(
+            f"unknown experiment {experiment!r}: choose one of {', '.join(list_experiments())} "
+            f"(files in {EXPERIMENTS_DIR})"
+        )
+    extra = [f"+experiments={experiment}"] if experiment else []
+    cfg = _compose(extra + overrides)
+    _reject_unknown_keys(cfg, _compose([]), experiment)
+    validate(cfg)
+    return cfg
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    # The repo root on the search path makes experiments/ a Hydra config group.
+    searchpath = f"hydra.searchpath=[file://{REPO_ROOT}]"
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[searchpath, *overrides])
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"bad config override: {_first_line(err)}") from err
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _flat_keys(cfg: DictConfig) -> set[str]:
+    return set(flatten(OmegaConf.to_container(cfg, resolve=False)))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; the names MLflow params and search keys use."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _reject_unknown_keys(cfg: DictConfig, base: DictConfig, experiment: str | None) -> None:
+    known = _flat_keys(base)
+    unknown = sorted(
+        k for k in _flat_keys(cfg) - known if not k.startswith(EXTENSIBLE_PREFIXES)
+    )
+    if unknown:
+        where = f"experiments/{experiment}.yaml or the overrides" if experiment else "the overrides"
+        raise ConfigError(f"unknown config key {unknown[0]!r} in {where}: check its spelling")
+
+
+def apply_sample(cfg: DictConfig, sample: dict[str, Any]) -> DictConfig:
+    """A copy of cfg with each dotted key replaced by its sampled value."""
+    trial_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key, value in sample.items():
+        if OmegaConf.select(trial_cfg, key, default=_MISSING) is _MISSING:
+            raise ConfigError(f"sweep.space key {key!r} is not a config key")
+        OmegaConf.update(trial_cfg, key, value, merge=False)
+    return trial_cfg
+
+
+_MISSING = object()
+
+
+# --- validation: every check names the key and the accepted range -----------------------
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    _check(_is_int(value) and value > 0, key, value, "an integer > 0" + (" or null" if allow_none else ""))
+
+
+def _fraction(cfg: DictConfig, key: str, low_open: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = _is_number(value) and (0 < value < 1 if low_open else 0 <= value < 1)
+    _check(ok, key, value, "a number in (0, 1)" if low_open else "a number in [0, 1)")
+
+
+def _validate_model(cfg: DictConfig) -> None:
+    for key in ("model.units", "model.embedding_dim", "model.dense_units"):
+        _positive_int(cfg, key)
+    _fraction(cfg, "regularizer.dropout")
+    _fraction(cfg, "regularizer.recurrent_dropout")
+    l2 = cfg.regularizer.l2
+    _check(_is_number(l2) and l2 >= 0, "regularizer.l2", l2, "a number >= 0")
+
+
+def _validate_data(cfg: DictConfig) -> None:
+    for key in ("data.train_samples", "data.test_samples"):
+        _positive_int(cfg, key, allow_none=True)
+    train_samples = cfg.data.train_samples
+    _check(train_samples is None or train_samples >= 10, "data.train_samples", train_samples,
+           "null or at least 10 reviews (both classes in both splits)")
+    _fraction(cfg, "data.val_fraction", low_open=True)
+    for key in ("data.vocab_size", "data.sequence_length", "data.batch_size"):
+        _positive_int(cfg, key)
+
+
+def _validate_train(cfg: DictConfig) -> None:
+    _positive_int(cfg, "train.max_epochs")
+    lr = cfg.train.learning_rate
+    _check(_is_number(lr) and lr > 0, "train.learning_rate", lr, "a number > 0")
+    patience = cfg.train.early_stopping_patience
+    _check(_is_int(patience) and patience >= 0, "train.early_stopping_patience", patience, "an integer >= 0")
+
+
+OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize"}
+
+
+def _validate_sweep(cfg: DictConfig) -> None:
+    sweep = cfg.sweep
+    _positive_int(cfg, "sweep.n_trials")
+    _check(sweep.timeout is None or (_is_number(sweep.timeout) and sweep.timeout > 0),
+           "sweep.timeout", sweep.timeout, "null or a number of seconds > 0")
+    _check(sweep.objective in OBJECTIVE_DIRECTIONS, "sweep.objective", sweep.objective,
+           " or ".join(OBJECTIVE_DIRECTIONS))
+    expected = OBJECTIVE_DIRECTIONS.get(sweep.objective)
+    _check(sweep.direction == expected, "sweep.direction", sweep.direction,
+           f"{expected!r} for objective {sweep.objective}")
+    _check(bool(sweep.study_name), "sweep.study_name", sweep.study_name, "a non-empty name")
+    for name, spec in sweep.space.items():
+        _validate_dimension(cfg, f"sweep.space.{name}", spec)
+
+
+def _validate_dimension(cfg: DictConfig, prefix: str, spec: DictConfig) -> None:
+    kind = spec.get("type")
+    _check(kind in ("int", "float", "categorical"), f"{prefix}.type", kind, "int, float or categorical")
+    target = spec.get("key")
+    _check(OmegaConf.select(cfg, str(target), default=_MISSING) is not _MISSING,
+           f"{prefix}.key", target, "an existing config key such as model.units")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        _check(bool(choices), f"{prefix}.choices", choices, "a non-empty list")
+        edges = list(choices)
+    else:
+        low, high = spec.get("low"), spec.get("high")
+        _check(_is_number(low) and _is_number(high), f"{prefix}.low/high", (low, high), "two numbers")
+        _check(low < high, f"{prefix}.low/high", (low, high), "low < high (the range is inverted or empty)")
+        _check(not spec.get("log") or low > 0, f"{prefix}.low", low, "> 0 with log: true")
+        edges = [low, high]
+    # Every edge of the range must itself be a valid config: units 0 or dropout 1 fail here.
+    for edge in edges:
+        try:
+            _validate_values(apply_sample(cfg, {target: edge}))
+        except ConfigError as err:
+            raise ConfigError(f"{prefix} reaches an invalid value: {err}") from None
+
+
+def _validate_values(cfg: DictConfig) -> None:
+    _validate_model(cfg)
+    _validate_data(cfg)
+    _validate_train(cfg)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first invalid key; runs before any data or training."""
+    _validate_values(cfg)
+    _validate_sweep(cfg)

@@ -1,0 +1,125 @@
+"""Everything MLflow: the store, runs, params, per-epoch metrics, artifacts and logged models."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import pandas as pd
+from mlflow.keras.callback import MlflowCallback
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from omegaconf import DictConfig, OmegaConf
+
+from sentiment.config import flatten
+from sentiment.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+KERAS_ARTIFACT_DIR = "keras_model"  # per-run artifact: the trained token-id model
+SERVING_CODE = Path(__file__).with_name("serving.py")
+PARAM_GROUPS = ("data", "model", "regularizer", "train")  # what defines a trained model
+EXAMPLE_REVIEWS = ["An absolute delight, I loved every minute.", "Dull, predictable and far too long."]
+
+
+def connect(tracking_cfg: DictConfig) -> str:
+    """Point MLflow at the store, check it answers, and return the experiment id."""
+    mlflow.set_tracking_uri(tracking_cfg.uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(
+                tracking_cfg.experiment, artifact_location=tracking_cfg.artifact_location
+            )
+        else:
+            experiment_id = experiment.experiment_id
+    except Exception as err:  # network, auth or schema problems all mean: cannot track
+        raise TrackingError(
+            f"cannot use MLflow tracking store {tracking_cfg.uri} ({_short(err)}); "
+            "start the server or fix tracking.uri"
+        ) from err
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+    """Where the runs table lives in the UI (the UI itself opens on another page)."""
+    base = tracking_uri if tracking_uri.startswith("http") else ui
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def config_params(cfg: DictConfig) -> dict[str, Any]:
+    """Flattened model-defining config under the same dotted names in every run."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    params = flatten({group: container[group] for group in PARAM_GROUPS})
+    params = {k: v for k, v in params.items() if not k.startswith(("data.url", "data.sha256", "data.cache_dir"))}
+    params["seed"] = cfg.seed
+    return params
+
+
+class EpochMetricsCallback(MlflowCallback):
+    """MLflow's Keras callback, minus its per-validation `validation_*` duplicates of val_*."""
+
+    def on_test_end(self, logs=None):
+        pass
+
+
+def log_keras_model(model: keras.Model) -> None:
+    """Attach the trained model to the active run so the sweep can reuse it without retraining."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        mlflow.log_artifact(str(path), artifact_path=KERAS_ARTIFACT_DIR)
+
+
+def load_keras_model(run_id: str) -> keras.Model:
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{KERAS_ARTIFACT_DIR}/model.keras")
+    return keras.models.load_model(local)
+
+
+def end_run(status: str, tags: dict[str, str] | None = None) -> None:
+    """Finish the active run with an honest status after its async metrics are written."""
+    mlflow.flush_async_logging()
+    if tags:
+        mlflow.set_tags(tags)
+    mlflow.end_run(status=status)
+
+
+TEXT_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "text")]),
+    outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label")]),
+)
+
+
+def log_text_model(text_model: keras.Model, registered_model_name: str | None = None):
+    """Log the raw-text model as a pyfunc "model from code" (serving.py + the .keras file)."""
+    import numpy as np
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        text_model.save(path)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(SERVING_CODE),
+            artifacts={"keras_model": str(path)},
+            signature=TEXT_SIGNATURE,
+            input_example=pd.DataFrame({"text": EXAMPLE_REVIEWS}),
+            pip_requirements=[
+                f"tensorflow=={tf.__version__}",
+                f"keras=={keras.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+            registered_model_name=registered_model_name,
+        )

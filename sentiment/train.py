@@ -1,0 +1,63 @@
+"""Train one config: the single code path behind `make train`, every sweep trial and the tests."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from sentiment.data import TokenizedData, to_dataset
+from sentiment.model import build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the trial is recorded as failed."""
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    metrics: dict[str, float]  # val_* of the restored best epoch, plus epoch counts
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None, verbose: int = 0) -> TrainResult:
+    """Fit with early stopping on val_loss (best weights restored) and score the result."""
+    keras.backend.clear_session()  # trials must not accumulate graph state or layer names
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg, vocab_size=len(data.vocabulary))
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=cfg.train.early_stopping_patience, restore_best_weights=True
+    )
+    history = model.fit(
+        to_dataset(data.x_train, data.y_train, cfg.data.batch_size, shuffle_seed=cfg.seed),
+        validation_data=to_dataset(data.x_val, data.y_val, cfg.data.batch_size),
+        epochs=cfg.train.max_epochs,
+        callbacks=[keras.callbacks.TerminateOnNaN(), stopper, *(callbacks or [])],
+        shuffle=False,  # the tf.data pipeline already shuffles, seeded
+        verbose=verbose,
+    ).history
+    _raise_if_diverged(history)
+    metrics = {f"val_{k}": v for k, v in evaluate(model, data.x_val, data.y_val, cfg.data.batch_size).items()}
+    metrics["epochs_trained"] = len(history["loss"])
+    metrics["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
+    return TrainResult(model, metrics, history)
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    """loss, accuracy and auc of model on (x, y)."""
+    scores = model.evaluate(to_dataset(x, y, batch_size), verbose=0, return_dict=True)
+    return {name: float(value) for name, value in scores.items()}
+
+
+def _raise_if_diverged(history: dict[str, list[float]]) -> None:
+    for name in ("loss", "val_loss"):
+        for epoch, value in enumerate(history.get(name, []), start=1):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{name} became {value} at epoch {epoch}")

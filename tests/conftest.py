@@ -1,0 +1,85 @@
+"""Tiny generated aclImdb data and one shrunk config that every test starts from."""
+
+from __future__ import annotations
+
+import random
+import tarfile
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from sentiment.config import load_config
+
+POSITIVE = "great wonderful superb loved brilliant moving delight excellent".split()
+NEGATIVE = "awful boring terrible hated dull mess waste poor".split()
+NEUTRAL = "the movie film plot actor scene story was and a of it".split()
+# Words that appear only outside the training split: they must never reach the vocabulary.
+VAL_ONLY, TEST_ONLY = "valonlyword", "testonlyword"
+
+
+def _review(rng: random.Random, words: list[str], n: int = 12) -> str:
+    tokens = rng.choices(NEUTRAL, k=n) + rng.choices(words, k=4)
+    rng.shuffle(tokens)
+    return " ".join(tokens[:6]) + "<br /><br />" + " ".join(tokens[6:]) + "."
+
+
+def write_imdb(root: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> Path:
+    """aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt with learnable word cues."""
+    rng = random.Random(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for label, words, rating in (("pos", POSITIVE, 9), ("neg", NEGATIVE, 2)):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                text = _review(rng, words)
+                if split == "test":
+                    text += f" {TEST_ONLY}"
+                (folder / f"{i}_{rating}.txt").write_text(text, encoding="utf-8")
+    (root / "aclImdb" / "imdb.vocab").write_text("\n".join(POSITIVE + NEGATIVE + NEUTRAL))
+    return root / "aclImdb"
+
+
+def write_archive(directory: Path, target: Path) -> Path:
+    with tarfile.open(target, "w:gz") as archive:
+        archive.add(directory, arcname="aclImdb")
+    return target
+
+
+@pytest.fixture(scope="session")
+def imdb_dir(tmp_path_factory) -> Path:
+    return write_imdb(tmp_path_factory.mktemp("imdb"))
+
+
+@pytest.fixture(scope="session")
+def imdb_archive(imdb_dir, tmp_path_factory) -> Path:
+    return write_archive(imdb_dir, tmp_path_factory.mktemp("archive") / "aclImdb_v1.tar.gz")
+
+
+def tiny_overrides(data_path: Path, tmp: Path) -> list[str]:
+    """The project's config shrunk to seconds: small vocab, short reviews, tiny layers."""
+    return [
+        f"data.path={data_path}", f"data.cache_dir={tmp / 'cache'}",
+        "data.sequence_length=24", "data.vocab_size=100", "data.batch_size=16", "data.val_fraction=0.25",
+        "model.embedding_dim=8", "model.units=8", "model.dense_units=4",
+        "train.max_epochs=2", "train.learning_rate=0.01",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", f"tracking.artifact_location={tmp / 'artifacts'}",
+        f"sweep.storage=sqlite:///{tmp / 'optuna.db'}", "sweep.n_trials=2",
+        "sweep.space.units.low=4", "sweep.space.units.high=8", "sweep.space.units.step=4",
+        "sweep.space.recurrent_dropout.high=0.1",
+    ]
+
+
+@pytest.fixture
+def tiny_cfg(imdb_dir, tmp_path):
+    return load_config(tiny_overrides(imdb_dir, tmp_path))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(monkeypatch, tmp_path):
+    """No test touches the user's stores or leaves an active run behind."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IMDB_DATA", raising=False)
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()

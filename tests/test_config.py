@@ -1,0 +1,70 @@
+import pytest
+
+from sentiment.cli import main
+from sentiment.config import apply_sample, list_experiments, load_config
+from sentiment.errors import ConfigError
+
+
+def test_default_config_has_one_option_per_group():
+    cfg = load_config()
+    assert set(cfg) >= {"data", "model", "regularizer", "train", "tracking", "sweep", "seed"}
+    assert cfg.tracking.uri == "sqlite:///mlflow.db"
+    assert cfg.tracking.model_name == "imdb-sentiment"
+    assert {spec.key for spec in cfg.sweep.space.values()} == {
+        "model.units", "regularizer.dropout", "regularizer.recurrent_dropout", "regularizer.l2"}
+
+
+@pytest.mark.parametrize("name", list_experiments())
+def test_every_experiment_composes_and_changes_something(name):
+    base, cfg = load_config(), load_config(experiment=name)
+    assert cfg != base
+
+
+def test_quick_experiment_is_a_subsample_with_its_own_study():
+    cfg = load_config(experiment="quick")
+    assert cfg.data.train_samples and cfg.data.train_samples < 25000
+    assert cfg.sweep.study_name != load_config().sweep.study_name
+
+
+def test_overrides_beat_experiment_values():
+    assert load_config(["sweep.n_trials=3"], experiment="quick").sweep.n_trials == 3
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.units=0", "model.units"),
+    ("model.units=-3", "model.units"),
+    ("regularizer.dropout=1.0", "regularizer.dropout"),
+    ("regularizer.dropout=-0.1", "regularizer.dropout"),
+    ("regularizer.recurrent_dropout=1.5", "regularizer.recurrent_dropout"),
+    ("regularizer.l2=-0.001", "regularizer.l2"),
+    ("sweep.space.units.low=256", "sweep.space.units"),
+    ("sweep.space.dropout.high=1.0", "sweep.space.dropout"),
+    ("sweep.space.l2.low=-1", "sweep.space.l2"),
+    ("data.val_fraction=1.5", "data.val_fraction"),
+    ("train.max_epochs=0", "train.max_epochs"),
+    ("sweep.direction=maximize", "sweep.direction"),
+    ("data.trainsamples=10", "data.trainsamples"),
+])
+def test_bad_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config([override])
+    assert key in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_experiment_lists_the_choices():
+    with pytest.raises(ConfigError, match="quick"):
+        load_config(experiment="no-such-experiment")
+
+
+def test_cli_reports_bad_config_in_one_line(capsys):
+    assert main(["sweep", "model.units=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model.units=0") and len(err.splitlines()) == 1
+
+
+def test_apply_sample_changes_a_copy_only():
+    cfg = load_config()
+    trial_cfg = apply_sample(cfg, {"model.units": 96, "regularizer.l2": 0.5})
+    assert (trial_cfg.model.units, trial_cfg.regularizer.l2) == (96, 0.5)
+    assert cfg.model.units != 96

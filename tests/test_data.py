@@ -1,0 +1,152 @@
+import gzip
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sentiment import data
+from sentiment.config import load_config
+from sentiment.errors import DatasetError
+from sentiment.serving import standardize_review
+from tests.conftest import TEST_ONLY, tiny_overrides, write_archive, write_imdb
+
+
+def test_directory_and_archive_read_the_same_reviews(imdb_dir, imdb_archive):
+    from_dir, from_tar = data.read_reviews(imdb_dir), data.read_reviews(imdb_archive)
+    for split in ("train", "test"):
+        assert from_dir[split].texts == from_tar[split].texts
+        np.testing.assert_array_equal(from_dir[split].labels, from_tar[split].labels)
+    assert len(from_dir["train"]) == 120 and from_dir["train"].labels.mean() == 0.5
+
+
+def test_html_line_breaks_and_case_are_cleaned():
+    cleaned = standardize_review(tf.constant(["Great<br /><br />FILM!"])).numpy()[0].decode()
+    assert cleaned.split() == ["great", "film"]
+
+
+def test_subsample_is_balanced_and_seeded(imdb_dir):
+    train = data.read_reviews(imdb_dir)["train"]
+    a, b = data.subsample(train, 40, seed=1), data.subsample(train, 40, seed=1)
+    assert len(a) == 40 and a.labels.sum() == 20
+    assert a.texts == b.texts
+    assert data.subsample(train, 40, seed=2).texts != a.texts
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint(tiny_cfg):
+    train, val, test, _ = data.load_splits(tiny_cfg)
+    again = data.load_splits(tiny_cfg)
+    assert len(val) == 30 and val.labels.mean() == 0.5 and train.labels.mean() == 0.5
+    assert val.texts == again[1].texts
+    assert not set(val.texts) & set(train.texts)
+    assert not set(test.texts) & set(train.texts + val.texts)
+
+
+def test_vocabulary_is_adapted_on_training_split_only(tiny_cfg):
+    tokenized = data.load_data(tiny_cfg)
+    assert TEST_ONLY not in tokenized.vocabulary
+    assert "great" in tokenized.vocabulary
+    assert tokenized.x_train.shape == (90, 24) and tokenized.x_test.shape == (40, 24)
+    # The test-only word is out of vocabulary: it maps to the [UNK] id 1 in every test review.
+    assert all(1 in row for row in tokenized.x_test)
+
+
+def test_tokenized_arrays_are_cached_and_reused(tiny_cfg, monkeypatch):
+    first = data.load_data(tiny_cfg)
+    monkeypatch.setattr(data, "tokenize", lambda cfg: pytest.fail("tokenized twice"))
+    second = data.load_data(tiny_cfg)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    assert first.vocabulary == second.vocabulary
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(tiny_cfg):
+    first = data.load_data(tiny_cfg)
+    (cached,) = data.cache_dir(tiny_cfg.data).glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])
+    rebuilt = data.load_data(tiny_cfg)
+    np.testing.assert_array_equal(first.x_val, rebuilt.x_val)
+    assert data._read_cache(cached) is not None
+
+
+def test_missing_path_names_it(tmp_path):
+    cfg = load_config([f"data.path={tmp_path / 'nowhere.tar.gz'}"])
+    with pytest.raises(DatasetError, match="nowhere.tar.gz"):
+        data.resolve_source(cfg.data)
+
+
+def test_no_data_anywhere_lists_the_options(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SHARED_ARCHIVE", tmp_path / "absent.tar.gz")
+    cfg = load_config([f"data.cache_dir={tmp_path}", "data.download=false"])
+    with pytest.raises(DatasetError) as err:
+        data.resolve_source(cfg.data)
+    assert "data.path" in str(err.value) and "IMDB_DATA" in str(err.value)
+
+
+def test_imdb_data_env_var_is_used(imdb_archive, monkeypatch):
+    monkeypatch.setenv("IMDB_DATA", str(imdb_archive))
+    assert data.resolve_source(load_config().data) == imdb_archive
+
+
+def test_download_verifies_checksum(imdb_archive, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SHARED_ARCHIVE", tmp_path / "absent.tar.gz")
+    digest = hashlib.sha256(imdb_archive.read_bytes()).hexdigest()
+    url = imdb_archive.as_uri()
+    good = load_config([f"data.cache_dir={tmp_path / 'c'}", f"data.url={url}", f"data.sha256={digest}"])
+    path = data.resolve_source(good.data)
+    assert path.parent == tmp_path / "c" and path.read_bytes() == imdb_archive.read_bytes()
+    bad = load_config([f"data.cache_dir={tmp_path / 'd'}", f"data.url={url}", "data.sha256=00"])
+    with pytest.raises(DatasetError, match="sha256"):
+        data.resolve_source(bad.data)
+    assert not list((tmp_path / "d").iterdir())  # nothing half-downloaded left behind
+
+
+def test_truncated_archive_is_reported(imdb_archive, tmp_path):
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(imdb_archive.read_bytes()[: imdb_archive.stat().st_size // 2])
+    with pytest.raises(DatasetError, match="corrupt or truncated"):
+        data.read_reviews(broken)
+
+
+def test_not_an_archive_is_reported(tmp_path):
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(gzip.compress(b"not a tar file" * 100))
+    with pytest.raises(DatasetError, match="junk.tar.gz"):
+        data.read_reviews(junk)
+
+
+def test_wrong_layout_is_reported(tmp_path):
+    (tmp_path / "reviews" / "good").mkdir(parents=True)
+    (tmp_path / "reviews" / "good" / "1.txt").write_text("fine")
+    with pytest.raises(DatasetError, match="aclImdb layout"):
+        data.read_reviews(tmp_path)
+
+
+def test_non_utf8_review_names_the_file(tmp_path):
+    root = write_imdb(tmp_path / "d", n_train=3, n_test=3)
+    bad = root / "train" / "pos" / "0_9.txt"
+    bad.write_bytes(b"\xff\xfe caf\xe9")
+    with pytest.raises(DatasetError, match="0_9.txt"):
+        data.read_reviews(root)
+
+
+def test_empty_reviews_are_skipped_with_a_count(tmp_path, caplog):
+    root = write_imdb(tmp_path / "d", n_train=3, n_test=3)
+    (root / "test" / "neg" / "0_2.txt").write_text("  \n")
+    assert len(data.read_reviews(root)["test"]) == 5
+    assert "skipped 1 empty review" in caplog.text
+
+
+def test_archive_with_extra_official_members_reads_the_same(tmp_path, imdb_dir):
+    root = write_imdb(tmp_path / "d", n_train=3, n_test=3)
+    (root / "train" / "unsup").mkdir()
+    (root / "train" / "unsup" / "0_0.txt").write_text("unlabeled")
+    (root / "train" / "labeledBow.feat").write_text("0:1")
+    archive = write_archive(root, tmp_path / "official.tar.gz")
+    assert len(data.read_reviews(archive)["train"]) == 6
+
+
+def test_tiny_overrides_keep_data_out_of_the_user_cache(imdb_dir, tmp_path):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path))
+    assert str(data.cache_dir(cfg.data)).startswith(str(tmp_path))
+    assert os.environ.get("IMDB_DATA") is None

@@ -1,0 +1,42 @@
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sentiment.config import apply_sample
+from sentiment.data import make_vectorizer
+from sentiment.model import build_model, end_to_end
+
+
+def _corners(space):
+    """Every combination of each dimension's low and high edge."""
+    edges = [[(spec.key, spec.low), (spec.key, spec.high)] for spec in space.values()]
+    return [dict(combo) for combo in itertools.product(*edges)]
+
+
+def test_model_builds_at_every_corner_of_the_search_space(tiny_cfg):
+    x = np.random.default_rng(0).integers(0, 100, size=(3, tiny_cfg.data.sequence_length))
+    for sample in _corners(tiny_cfg.sweep.space):
+        model = build_model(apply_sample(tiny_cfg, sample), vocab_size=100)
+        lstm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LSTM))
+        assert lstm.units == sample["model.units"]
+        assert lstm.recurrent_dropout == pytest.approx(sample["regularizer.recurrent_dropout"])
+        probs = model.predict(x, verbose=0)
+        assert probs.shape == (3, 1) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_l2_penalty_and_dropout_are_wired_in(tiny_cfg):
+    cfg = apply_sample(tiny_cfg, {"regularizer.l2": 0.1, "regularizer.dropout": 0.4})
+    model = build_model(cfg, vocab_size=100)
+    assert len(model.losses) == 1 and float(model.losses[0]) > 0
+    dropout = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dropout))
+    assert dropout.rate == pytest.approx(0.4)
+
+
+def test_end_to_end_model_takes_raw_text(tiny_cfg):
+    vectorizer = make_vectorizer(tiny_cfg.data, vocabulary=["", "[UNK]", "great", "awful"])
+    model = end_to_end(build_model(tiny_cfg, vocab_size=4), vectorizer)
+    probs = np.asarray(model(tf.constant([["Great film!"], ["awful<br />mess"]])))
+    assert probs.shape == (2, 1) and np.all((probs >= 0) & (probs <= 1))

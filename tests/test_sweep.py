@@ -1,0 +1,123 @@
+"""Sweeps into a temporary SQLite MLflow store, checked against what the store really holds."""
+
+import math
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from sentiment import tracking
+from sentiment.config import load_config
+from sentiment.data import load_data
+from sentiment.errors import ConfigError, TrackingError
+from sentiment.sweep import Objective, run_sweep
+from tests.conftest import tiny_overrides
+
+
+def _children(parent_run_id: str):
+    return mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        output_format="list",
+    )
+
+
+@pytest.fixture
+def swept(tiny_cfg):
+    return tiny_cfg, run_sweep(tiny_cfg)
+
+
+def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
+    cfg, result = swept
+    client = MlflowClient()
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep.engine"] == "optuna"
+    children = _children(result.parent_run_id)
+    assert len(children) == 2
+    trials = {t.user_attrs["mlflow_run_id"]: t for t in result.study.trials}
+    for child in children:
+        trial = trials[child.info.run_id]
+        assert child.info.status == "FINISHED" and child.data.tags["state"] == "complete"
+        assert int(child.data.params["model.units"]) == trial.params["units"]
+        assert float(child.data.params["regularizer.l2"]) == pytest.approx(trial.params["l2"])
+        assert 0 <= child.data.metrics["best_val_accuracy"] <= 1
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert len(history) == child.data.metrics["epochs_trained"] >= 1
+        assert [m.step for m in history] == list(range(len(history)))
+        assert child.data.metrics["best_val_loss"] == pytest.approx(trial.value)
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"trials.csv", "summary.md", "best_params.json"} <= artifacts
+    assert 0 <= parent.data.metrics["test_accuracy"] <= 1
+
+
+def test_registered_version_predicts_from_raw_text(swept):
+    cfg, result = swept
+    version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
+    assert version.tags["study"] == cfg.sweep.study_name
+    assert int(version.tags["trial_number"]) == result.study.best_trial.number
+    assert 0 <= float(version.tags["test_accuracy"]) <= 1 and version.run_id == result.parent_run_id
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
+    out = model.predict(pd.DataFrame({"text": ["great wonderful<br />film", "awful boring mess", ""]}))
+    assert len(out) == 3 and out["probability"].between(0, 1).all()
+    assert set(out["label"]) <= {"positive", "negative"}
+
+
+def test_rerun_resumes_without_new_trials_or_versions(swept):
+    cfg, first = swept
+    second = run_sweep(cfg)
+    assert len(second.study.trials) == 2
+    assert _children(second.parent_run_id) == []
+    assert second.registered_version == first.registered_version
+    more = run_sweep(load_config(tiny_overrides_from(cfg) + ["sweep.n_trials=3"]))
+    assert len(more.study.trials) == 3 and len(_children(more.parent_run_id)) == 1
+
+
+def tiny_overrides_from(cfg):
+    from pathlib import Path
+
+    return tiny_overrides(Path(cfg.data.path), Path(cfg.data.cache_dir).parent)
+
+
+def test_changed_search_space_refuses_to_resume(swept):
+    cfg, _ = swept
+    with pytest.raises(ConfigError, match="sweep.study_name"):
+        run_sweep(load_config(tiny_overrides_from(cfg) + ["model.dense_units=8"]))
+
+
+def _run_objective(cfg, pruner, n_trials=1):
+    tracking.connect(cfg.tracking)
+    study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.TPESampler(seed=0))
+    with mlflow.start_run() as parent:
+        study.optimize(Objective(cfg, load_data(cfg)), n_trials=n_trials, catch=(Exception,))
+    return study, _children(parent.info.run_id)
+
+
+def test_pruned_trial_shows_as_pruned(tiny_cfg):
+    # Any val_loss above 0 crosses this threshold, so the first report prunes.
+    study, (child,) = _run_objective(tiny_cfg, optuna.pruners.ThresholdPruner(upper=0.0))
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    assert child.info.status == "KILLED"
+    assert child.data.tags["pruned"] == "true" and child.data.tags["state"] == "pruned"
+    assert "val_loss" in child.data.metrics  # the epoch that was judged is recorded
+
+
+def test_exploding_loss_fails_the_trial_and_the_sweep_goes_on(imdb_dir, tmp_path):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["train.learning_rate=1e38"])
+    result = run_sweep(cfg)
+    states = {t.state for t in result.study.trials}
+    assert states == {optuna.trial.TrialState.FAIL} and len(result.study.trials) == 2
+    children = _children(result.parent_run_id)
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert all("TrainingDiverged" in c.data.tags["error"] for c in children)
+    assert result.registered_version is None
+    assert MlflowClient().get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+def test_unreachable_tracking_server_fails_before_training(imdb_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["tracking.uri=http://127.0.0.1:9"])
+    monkeypatch.setattr("sentiment.sweep.load_data", lambda cfg: pytest.fail("loaded data"))
+    with pytest.raises(TrackingError, match="127.0.0.1:9"):
+        run_sweep(cfg)
