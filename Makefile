@@ -9,10 +9,14 @@ ARGS ?=
 PORT ?= 5000
 SERVE_PORT ?= 5001
 TRACKING_URI ?= sqlite:///mlflow.db
+MODEL_NAME ?= imdb-sentiment
 EXP_FLAG := $(if $(EXP),--experiment $(EXP),)
+PROMOTE_FLAGS := $(if $(VERSION),--version $(VERSION),) $(if $(filter 1 yes true,$(FORCE)),--force,)
+# The shell reads TEXT/FILE from the environment, so quotes inside a review survive.
+PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep train test test-all ui clean
+.PHONY: help install sweep train promote rollback predict serve test ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,10 +36,23 @@ sweep: $(STAMP) ## run or resume the sweep, e.g. make sweep EXP=quick ARGS="swee
 train: $(STAMP) ## train one config and log it, e.g. make train ARGS="model.units=32"
 	$(BIN)/python -m sentiment train $(EXP_FLAG) $(ARGS)
 
+promote: $(STAMP) ## move @champion to the newest version if it beats the champion (VERSION=n, FORCE=1)
+	$(BIN)/python -m sentiment promote $(PROMOTE_FLAGS) $(ARGS)
+
+rollback: $(STAMP) ## swap @champion and @previous
+	$(BIN)/python -m sentiment rollback $(ARGS)
+
+predict: $(STAMP) ## label reviews with @champion: TEXT="...", FILE=reviews.txt, or lines on stdin
+	$(BIN)/python -m sentiment predict $(PREDICT_FLAGS) $(ARGS)
+
+serve: $(STAMP) ## REST server for @champion on 127.0.0.1 (SERVE_PORT=5001; POST /invocations)
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m "models:/$(MODEL_NAME)@champion" \
+		--host 127.0.0.1 --port $(SERVE_PORT) --env-manager local
+
 test: $(STAMP) ## the test suite (tiny generated data plus one small real-data test)
 	$(BIN)/python -m pytest $(ARGS)
 
-ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the local store
+ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the local store
 	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(PORT)
 

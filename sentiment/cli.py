@@ -1,4 +1,4 @@
-"""Command line: `sentiment {sweep,train} [--experiment NAME] [key=value ...]`."""
+"""Command line: `sentiment {sweep,train,promote,rollback,predict} [options] [key=value ...]`."""
 
 from __future__ import annotations
 
@@ -14,11 +14,22 @@ log = logging.getLogger("sentiment")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentiment", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("sweep", "run (or resume) the Optuna sweep and register its best model"),
-                            ("train", "train the configured model once and log it as an MLflow run")):
-        cmd = sub.add_parser(name, help=help_text)
+    commands = {
+        "sweep": "run (or resume) the Optuna sweep and register its best model",
+        "train": "train the configured model once and log it as an MLflow run",
+        "promote": "score the newest (or --version) candidate against @champion; move it if better",
+        "rollback": "swap @champion and @previous",
+        "predict": "label reviews with models:/<model_name>@champion",
+    }
+    cmds = {name: sub.add_parser(name, help=text, description=text) for name, text in commands.items()}
+    for cmd in cmds.values():
         cmd.add_argument("--experiment", "-e", help="a file name from experiments/ (without .yaml)")
         cmd.add_argument("--show-config", action="store_true", help="print the composed config and exit")
+    cmds["promote"].add_argument("--version", help="registered version to consider (default: newest)")
+    cmds["promote"].add_argument("--force", action="store_true", help="promote even if not better")
+    cmds["predict"].add_argument("--text", action="append", default=[], help="a review (repeatable)")
+    cmds["predict"].add_argument("--file", help="a UTF-8 file with one review per line")
+    for cmd in cmds.values():
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.n_trials=3")
     return parser
 
@@ -27,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    # Schema set-up notes from MLflow's SQL store say nothing a user can act on.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except UserError as err:
@@ -87,7 +101,61 @@ def cmd_train(args) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "train": cmd_train}
+def cmd_promote(args) -> int:
+    cfg = _config(args)
+    if args.show_config:
+        return 0
+    from sentiment.promote import promote
+
+    result = promote(cfg, version=args.version, force=args.force)
+    if not result.table.empty:
+        print(result.table.to_string(float_format=lambda v: f"{v:.4f}"))
+    messages = {
+        "first champion": f"v{result.candidate} is the first @champion",
+        "promoted": f"v{result.candidate} beat v{result.champion} on {cfg.promote.metric} by >= "
+                    f"{cfg.promote.margin}: @champion -> v{result.candidate}, @previous -> v{result.champion}",
+        "forced": f"FORCE: v{result.candidate} did not beat v{result.champion} on {cfg.promote.metric}, "
+                  f"promoted anyway: @champion -> v{result.candidate}, @previous -> v{result.champion}",
+        "refused": f"v{result.candidate} did not beat @champion v{result.champion} on {cfg.promote.metric} by "
+                   f">= {cfg.promote.margin}: nothing moved (FORCE=1 promotes anyway)",
+        "already champion": f"v{result.candidate} is already @champion: nothing to do",
+    }
+    print(f"{result.model_name}: {messages[result.decision]}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    cfg = _config(args)
+    if args.show_config:
+        return 0
+    from sentiment.promote import rollback
+
+    swapped = rollback(cfg)
+    name = cfg.tracking.model_name
+    if swapped is None:
+        print(f"{name} has no @previous (or no @champion): nothing changed")
+    else:
+        demoted, restored = swapped
+        print(f"{name}: @champion v{demoted} -> v{restored}; @previous -> v{demoted}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    cfg = _config(args)
+    if args.show_config:
+        return 0
+    from sentiment.predict import collect_reviews, predict
+
+    stdin = None if args.text or args.file or sys.stdin.isatty() else sys.stdin.buffer.read()
+    reviews = collect_reviews(args.text, args.file, stdin)
+    for row in predict(cfg, reviews).itertuples():
+        snippet = row.text if len(row.text) <= 60 else row.text[:57] + "..."
+        print(f"{row.label:8s} {row.probability:.3f}  {snippet}")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
+            "predict": cmd_predict}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import re
 import string
-import warnings
 
 import keras
 import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-
-# The pyfunc input is validated against the logged signature, not against type hints.
-warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
 
 TEXT_COLUMN = "text"
 KERAS_ARTIFACT = "keras_model"
@@ -52,7 +48,7 @@ class ReviewClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         reviews = reviews_from_input(model_input)
         if not reviews:
             return pd.DataFrame({"probability": [], "label": []})

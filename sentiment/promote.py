@@ -1,0 +1,137 @@
+"""Compare a candidate version with @champion on the same test reviews, then move the aliases."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+from sentiment import registry, tracking
+from sentiment.config import apply_sample
+from sentiment.data import Reviews, load_test_reviews
+from sentiment.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = {"loss"}
+METRICS = ("accuracy", "loss", "roc_auc", "f1")
+
+
+@dataclass
+class Promotion:
+    model_name: str
+    candidate: str
+    champion: str | None          # before the decision
+    decision: str                 # promoted, forced, refused, already champion
+    table: pd.DataFrame           # metrics side by side
+
+    @property
+    def moved(self) -> bool:
+        return self.decision in ("promoted", "forced", "first champion")
+
+
+def classification_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+    predicted = (probability >= 0.5).astype(int)
+    return {
+        "accuracy": accuracy_score(labels, predicted),
+        "loss": log_loss(labels, np.clip(probability, 1e-7, 1 - 1e-7), labels=[0, 1]),
+        "roc_auc": roc_auc_score(labels, probability),
+        "f1": f1_score(labels, predicted),
+        "test_reviews": float(len(labels)),
+    }
+
+
+def score_version(model_name: str, version: str, reviews: Reviews) -> dict[str, float]:
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    probability = model.predict(pd.DataFrame({"text": reviews.texts}))["probability"].to_numpy()
+    return classification_metrics(reviews.labels, probability)
+
+
+def is_better(candidate: dict, champion: dict, metric: str, margin: float) -> bool:
+    if metric in LOWER_IS_BETTER:
+        return champion[metric] - candidate[metric] >= margin
+    return candidate[metric] - champion[metric] >= margin
+
+
+def promote(cfg: DictConfig, version: str | None = None, force: bool = False) -> Promotion:
+    """Score candidate and champion on one test subsample; move @champion only if it wins."""
+    tracking.connect(cfg.tracking)
+    name, settings = cfg.tracking.model_name, cfg.promote
+    if settings.metric not in METRICS:
+        raise TrackingError(f"promote.metric={settings.metric!r} is invalid: expected one of {', '.join(METRICS)}")
+    candidate = registry.get_version(name, version) if version else registry.newest_version(name)
+    if candidate is None:
+        raise TrackingError(f"no registered version of {name!r} yet: run `make sweep` first")
+    champion = registry.alias_version(name, registry.CHAMPION)
+    cand_v, champ_v = str(candidate.version), (str(champion.version) if champion else None)
+    if cand_v == champ_v:
+        return Promotion(name, cand_v, champ_v, "already champion", pd.DataFrame())
+
+    reviews = load_test_reviews(apply_sample(cfg, {"data.test_samples": settings.test_samples}))
+    scores = {f"candidate v{cand_v}": score_version(name, cand_v, reviews)}
+    if champ_v:
+        scores[f"champion v{champ_v}"] = score_version(name, champ_v, reviews)
+    decision = _decide(scores, champ_v, settings, force)
+    with registry.alias_lock(cfg.tracking.uri, name):
+        _check_champion_unchanged(name, champ_v)
+        if decision in ("promoted", "forced", "first champion"):
+            registry.move_champion(name, cand_v, champ_v)
+    _record(name, cand_v, champ_v, scores, decision, settings.metric)
+    table = _table(scores, {cand_v: candidate, champ_v: champion})
+    return Promotion(name, cand_v, champ_v, decision, table)
+
+
+def _decide(scores: dict, champion: str | None, settings: DictConfig, force: bool) -> str:
+    if champion is None:
+        return "first champion"
+    candidate_scores, champion_scores = scores.values()
+    if is_better(candidate_scores, champion_scores, settings.metric, settings.margin):
+        return "promoted"
+    return "forced" if force else "refused"
+
+
+def _check_champion_unchanged(name: str, expected: str | None) -> None:
+    current = registry.alias_version(name, registry.CHAMPION)
+    current_v = str(current.version) if current else None
+    if current_v != expected:
+        raise TrackingError(
+            f"@champion of {name} moved to version {current_v} while this promotion was scoring; "
+            "run `make promote` again to compare with the new champion"
+        )
+
+
+def _record(name: str, cand_v: str, champ_v: str | None, scores: dict, decision: str, metric: str) -> None:
+    """Decision and both sides' metrics as version tags, so the registry keeps the evidence."""
+    cand_scores = scores[f"candidate v{cand_v}"]
+    tags = {"promotion.decision": decision, "promotion.metric": metric,
+            "promotion.compared_with": champ_v or "none",
+            **{f"promotion.{k}": round(v, 6) for k, v in cand_scores.items()}}
+    if champ_v:
+        champ_scores = scores[f"champion v{champ_v}"]
+        tags.update({f"promotion.champion_{k}": round(v, 6) for k, v in champ_scores.items()})
+        registry.tag_version(name, champ_v, {f"promotion.{k}": round(v, 6) for k, v in champ_scores.items()})
+    registry.tag_version(name, cand_v, tags)
+
+
+def _table(scores: dict, versions: dict) -> pd.DataFrame:
+    table = pd.DataFrame(scores).rename(index={"test_reviews": "test reviews"})
+    table.loc["source run"] = [versions[label.split(" v")[1]].run_id for label in scores]
+    return table
+
+
+def rollback(cfg: DictConfig) -> tuple[str, str] | None:
+    """Swap @champion and @previous; None (nothing changed) when there is no @previous."""
+    tracking.connect(cfg.tracking)
+    name = cfg.tracking.model_name
+    with registry.alias_lock(cfg.tracking.uri, name):
+        champion = registry.alias_version(name, registry.CHAMPION)
+        previous = registry.alias_version(name, registry.PREVIOUS)
+        if previous is None or champion is None:
+            return None
+        registry.move_champion(name, str(previous.version), str(champion.version))
+    return str(champion.version), str(previous.version)

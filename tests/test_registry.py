@@ -1,0 +1,122 @@
+"""Promotion, rollback and predict against a real SQLite registry with tiny trained models."""
+
+import threading
+
+import pytest
+from mlflow import MlflowClient
+
+from sentiment import registry
+from sentiment.cli import main
+from sentiment.config import load_config
+from sentiment.errors import PredictError, TrackingError
+from sentiment.predict import collect_reviews, decode_reviews
+from sentiment.promote import classification_metrics, promote, rollback
+from tests.conftest import tiny_overrides
+
+NAME = "imdb-sentiment"
+
+
+def _aliases():
+    return {a: str(registry.alias_version(NAME, a).version) if registry.alias_version(NAME, a) else None
+            for a in (registry.CHAMPION, registry.PREVIOUS)}
+
+
+def test_promotion_workflow(registry_store):
+    """first champion -> better candidate moves both aliases -> worse refused -> rollback swaps."""
+    cfg = load_config(registry_store)
+    first = promote(cfg, version="1")
+    assert first.decision == "first champion" and _aliases() == {"champion": "1", "previous": None}
+
+    better = promote(cfg)  # the newest version: v2, the properly trained one
+    assert better.decision == "promoted", better.table
+    assert _aliases() == {"champion": "2", "previous": "1"}
+    assert better.table.loc["accuracy", "candidate v2"] > better.table.loc["accuracy", "champion v1"]
+    assert better.table.loc["test reviews"].tolist() == [40.0, 40.0]  # same reviews for both
+    tags = MlflowClient().get_model_version(NAME, "2").tags
+    assert tags["promotion.decision"] == "promoted" and tags["promotion.compared_with"] == "1"
+    assert float(tags["promotion.accuracy"]) == pytest.approx(better.table.loc["accuracy", "candidate v2"], abs=1e-6)
+
+    worse = promote(cfg, version="1")
+    assert worse.decision == "refused" and _aliases() == {"champion": "2", "previous": "1"}
+    assert MlflowClient().get_model_version(NAME, "1").tags["promotion.decision"] == "refused"
+
+    assert rollback(cfg) == ("2", "1") and _aliases() == {"champion": "1", "previous": "2"}
+    assert rollback(cfg) == ("1", "2") and _aliases() == {"champion": "2", "previous": "1"}
+
+    forced = promote(cfg, version="1", force=True)
+    assert forced.decision == "forced" and _aliases() == {"champion": "1", "previous": "2"}
+    assert promote(cfg, version="1").decision == "already champion"
+
+
+def test_concurrent_promotions_leave_consistent_aliases(registry_store):
+    cfg = load_config(registry_store)
+    errors = []
+
+    def run(version):
+        try:
+            promote(cfg, version=version, force=True)
+        except TrackingError as err:  # the loser may be told the champion moved under it
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in ("1", "2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    aliases = _aliases()
+    assert aliases["champion"] in {"1", "2"} and aliases["previous"] in {"1", "2"}
+    assert aliases["champion"] != aliases["previous"]
+    assert all("moved" in str(e) for e in errors)
+
+
+def test_rollback_without_previous_changes_nothing(imdb_dir, tmp_path, capsys):
+    overrides = tiny_overrides(imdb_dir, tmp_path)
+    assert main(["rollback", *overrides]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+
+
+def test_promote_without_versions_says_run_sweep(imdb_dir, tmp_path, capsys):
+    assert main(["promote", *tiny_overrides(imdb_dir, tmp_path)]) == 2
+    assert "make sweep" in capsys.readouterr().err
+
+
+def test_predict_with_no_champion_prints_a_hint(imdb_dir, tmp_path, capsys):
+    assert main(["predict", "--text", "great", *tiny_overrides(imdb_dir, tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "make promote" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error" in line.lower()]) == 1
+
+
+def test_predict_prints_label_and_probability(registry_store, tmp_path, capsys):
+    promote(load_config(registry_store), version="2", force=True)
+    long_review = "great wonderful " * 5000
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("awful boring terrible mess\n\n" + long_review + "\n", encoding="utf-8")
+    assert main(["predict", "--file", str(reviews), *registry_store]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        label, probability, _ = line.split(maxsplit=2)
+        assert label in {"positive", "negative"} and 0 <= float(probability) <= 1
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"", "no review text"),
+    (b"\n  \n", "no review text"),
+    (b"caf\xe9 au lait", "not UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "binary"),
+])
+def test_bad_predict_input_gets_a_clear_message(raw, message):
+    with pytest.raises(PredictError, match=message):
+        collect_reviews([], None, raw)
+
+
+def test_predict_reads_one_review_per_line():
+    assert decode_reviews("good\n\nbad  \n".encode(), "x") == ["good", "bad"]
+
+
+def test_classification_metrics_are_right_on_a_known_case():
+    import numpy as np
+
+    scores = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]))
+    assert scores["accuracy"] == 0.5 and scores["roc_auc"] == 0.75 and scores["test_reviews"] == 4
