@@ -10,7 +10,7 @@ PORT ?= 5000
 SERVE_PORT ?= 5001
 TRACKING_URI ?= sqlite:///mlflow.db
 MODEL_NAME ?= imdb-sentiment
-EXP_FLAG := $(if $(EXP),--experiment $(EXP),)
+EXP_FLAG := $(if $(EXP),--experiment $(EXP),) $(if $(ENGINE),sweep.engine=$(ENGINE),)
 PROMOTE_FLAGS := $(if $(VERSION),--version $(VERSION),) $(if $(filter 1 yes true,$(FORCE)),--force,)
 # The shell reads TEXT/FILE from the environment, so quotes inside a review survive.
 PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
@@ -20,7 +20,7 @@ PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: EXP=<experiments/NAME.yaml>  ARGS=\"key=value ...\" (Hydra overrides)"
+	@echo "  variables: EXP=<experiments/NAME.yaml>  ENGINE=optuna|keras_tuner  ARGS=\"key=value ...\" (Hydra overrides)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

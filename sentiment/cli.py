@@ -66,11 +66,14 @@ def cmd_sweep(args) -> int:
     cfg = _config(args)
     if args.show_config:
         return 0
-    from sentiment import report, tracking
+    from sentiment import tracking
     from sentiment.sweep import run_sweep
 
-    result = run_sweep(cfg)
-    print(report.trials_table(result.study).to_string(index=False))
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines print above the trial progress bar, not through it
+        result = run_sweep(cfg)
+    print(result.outcome.table.to_string(index=False))
     if result.registered_version:
         print(f"\nregistered {cfg.tracking.model_name} version {result.registered_version}")
     print(f"runs: {tracking.runs_table_url(cfg.tracking.uri, result.experiment_id)}  (make ui)")

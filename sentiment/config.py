@@ -149,11 +149,16 @@ def _validate_train(cfg: DictConfig) -> None:
 
 
 OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize"}
+ENGINE_ALGORITHMS = {"optuna": ("tpe",), "keras_tuner": ("hyperband", "bayesian", "random")}
 
 
 def _validate_sweep(cfg: DictConfig) -> None:
     sweep = cfg.sweep
     _positive_int(cfg, "sweep.n_trials")
+    _check(sweep.engine in ENGINE_ALGORITHMS, "sweep.engine", sweep.engine, " or ".join(ENGINE_ALGORITHMS))
+    algorithms = ENGINE_ALGORITHMS[sweep.engine]
+    _check(sweep.algorithm is None or sweep.algorithm in algorithms, "sweep.algorithm", sweep.algorithm,
+           f"null or one of {', '.join(algorithms)} for engine {sweep.engine}")
     _check(sweep.timeout is None or (_is_number(sweep.timeout) and sweep.timeout > 0),
            "sweep.timeout", sweep.timeout, "null or a number of seconds > 0")
     _check(sweep.objective in OBJECTIVE_DIRECTIONS, "sweep.objective", sweep.objective,

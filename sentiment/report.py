@@ -1,4 +1,4 @@
-"""What a sweep leaves for people: Optuna plots, a trials table and a summary on the parent run."""
+"""What a sweep leaves for people: plots, a trials table and a summary on the parent run."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import warnings
 import mlflow
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+
+from sentiment.trial import BestTrial, SearchOutcome
 
 log = logging.getLogger(__name__)
 
-PLOTS = {
+OPTUNA_PLOTS = {
     "optimization_history": (optuna.visualization.plot_optimization_history,
                              optuna.visualization.matplotlib.plot_optimization_history),
     "param_importances": (optuna.visualization.plot_param_importances,
@@ -22,37 +23,33 @@ PLOTS = {
 }
 
 
-def trials_table(study: optuna.Study) -> pd.DataFrame:
+def optuna_trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, best objective first (unfinished trials last)."""
     frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
     if frame.empty:
         return frame
     frame = frame.rename(columns=lambda c: c.replace("params_", "").replace("user_attrs_", ""))
     frame = frame.drop(columns=[c for c in ("mlflow_run_id",) if c in frame.columns])
+    frame["duration"] = frame["duration"].dt.total_seconds().round(1)
     ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
     return frame.sort_values("value", ascending=ascending, na_position="last").reset_index(drop=True)
 
 
-def log_study(study: optuna.Study) -> None:
-    """Plots (HTML and PNG), all trials as CSV, the best params and a markdown summary."""
-    table = trials_table(study)
-    mlflow.log_text(table.to_csv(index=False), "trials.csv")
-    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items() if k in ("complete", "pruned", "fail")})
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if completed:
-        mlflow.log_dict(study.best_params, "best_params.json")
-        mlflow.log_metric(f"best_{_objective_name(study)}", study.best_value)
-    mlflow.log_text(summary_markdown(study, table), "summary.md")
-    _log_plots(study, n_completed=len(completed))
+def log_outcome(outcome: SearchOutcome, study_name: str, objective: str) -> None:
+    """All trials as CSV, counts, the best params and a markdown summary, on the active run."""
+    mlflow.log_text(outcome.table.to_csv(index=False), "trials.csv")
+    mlflow.log_text(outcome.table.to_json(orient="records", indent=1, default_handler=str), "trials.json")
+    mlflow.log_metrics({f"trials_{k}": v for k, v in outcome.counts.items()})
+    if outcome.best is not None:
+        mlflow.log_dict(outcome.best.params, "best_params.json")
+        mlflow.log_metrics({f"best_{k}": v for k, v in outcome.best.val_metrics.items()})
+    mlflow.log_text(summary_markdown(outcome, study_name, objective), "summary.md")
 
 
-def _objective_name(study: optuna.Study) -> str:
-    return study.user_attrs.get("config", {}).get("sweep", {}).get("objective", "value")
-
-
-def _log_plots(study: optuna.Study, n_completed: int) -> None:
-    if n_completed < 2:
+def log_optuna_plots(study: optuna.Study) -> None:
+    """Optuna's plots as interactive HTML and as PNG, under plots/ of the active run."""
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(completed) < 2:
         log.info("fewer than 2 completed trials: skipping Optuna plots")
         return
     import matplotlib
@@ -60,11 +57,11 @@ def _log_plots(study: optuna.Study, n_completed: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for name, (plotly_plot, matplotlib_plot) in PLOTS.items():
+    for name, (plotly_plot, matplotlib_plot) in OPTUNA_PLOTS.items():
         try:
             mlflow.log_figure(plotly_plot(study), f"plots/{name}.html")
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
                 axes = matplotlib_plot(study)
             figure = getattr(axes, "figure", None) or axes.flat[0].figure
             figure.tight_layout()
@@ -74,20 +71,42 @@ def _log_plots(study: optuna.Study, n_completed: int) -> None:
             log.warning("could not draw %s: %s", name, err)
 
 
-def summary_markdown(study: optuna.Study, table: pd.DataFrame) -> str:
-    lines = [f"# Study `{study.study_name}`", ""]
-    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        best = study.best_trial
-        lines += [f"Best trial: **{best.number}**, {_objective_name(study)} = {best.value:.4f}", "",
+def log_test_evaluation(labels, probability) -> None:
+    """Confusion matrix and ROC curve of the chosen model on the test set, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    predicted = (probability >= 0.5).astype(int)
+    for name, draw in (
+        ("confusion_matrix", lambda ax: ConfusionMatrixDisplay.from_predictions(
+            labels, predicted, display_labels=["negative", "positive"], ax=ax, colorbar=False)),
+        ("roc_curve", lambda ax: RocCurveDisplay.from_predictions(labels, probability, ax=ax, name="best model")),
+    ):
+        figure, ax = plt.subplots(figsize=(5, 4))
+        draw(ax)
+        ax.set_title(f"{name.replace('_', ' ')} (test set, {len(labels)} reviews)")
+        figure.tight_layout()
+        mlflow.log_figure(figure, f"evaluation/{name}.png")
+        plt.close(figure)
+
+
+def summary_markdown(outcome: SearchOutcome, study_name: str, objective: str) -> str:
+    counts = ", ".join(f"{v} {k}" for k, v in outcome.counts.items())
+    lines = [f"# Sweep `{study_name}` ({outcome.engine})", "", f"Trials: {counts}.", ""]
+    if outcome.best is not None:
+        best = outcome.best
+        lines += [f"Best trial: **{best.trial_id}** (run `{best.run_id}`), "
+                  f"{objective} = {best.val_metrics.get(objective, float('nan')):.4f}", "",
                   "| param | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in best.params.items()]
         lines.append("")
-    lines += ["## Trials", "", "```", table.to_string(index=False), "```"]
+    lines += ["## Trials", "", "```", outcome.table.to_string(index=False), "```"]
     return "\n".join(lines) + "\n"
 
 
-def version_description(study: optuna.Study, best: FrozenTrial, test_metrics: dict[str, float]) -> str:
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in {**{k: best.user_attrs.get(k) for k in
-                       ("val_loss", "val_accuracy")}, **test_metrics}.items() if v is not None)
-    return (f"Best trial {best.number} of study {study.study_name} (trial run "
-            f"{best.user_attrs.get('mlflow_run_id')}). {metrics}. Params: {best.params}.")
+def version_description(study: str, best: BestTrial, test_metrics: dict[str, float]) -> str:
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in {**best.val_metrics, **test_metrics}.items())
+    return f"Best trial {best.trial_id} of sweep {study} (trial run {best.run_id}). {metrics}. Params: {best.params}."

@@ -56,6 +56,11 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
     return {name: float(value) for name, value in scores.items()}
 
 
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probability of a positive review for each row of token ids."""
+    return model.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
+
+
 def _raise_if_diverged(history: dict[str, list[float]]) -> None:
     for name in ("loss", "val_loss"):
         for epoch, value in enumerate(history.get(name, []), start=1):

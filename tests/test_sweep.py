@@ -13,7 +13,8 @@ from sentiment import tracking
 from sentiment.config import load_config
 from sentiment.data import load_data
 from sentiment.errors import ConfigError, TrackingError
-from sentiment.sweep import Objective, run_sweep
+from sentiment.search_optuna import Objective
+from sentiment.sweep import run_sweep
 from tests.conftest import tiny_overrides
 
 
@@ -29,6 +30,10 @@ def swept(tiny_cfg):
     return tiny_cfg, run_sweep(tiny_cfg)
 
 
+def _study(cfg):
+    return optuna.load_study(study_name=cfg.sweep.study_name, storage=cfg.sweep.storage)
+
+
 def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
     cfg, result = swept
     client = MlflowClient()
@@ -36,7 +41,7 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep.engine"] == "optuna"
     children = _children(result.parent_run_id)
     assert len(children) == 2
-    trials = {t.user_attrs["mlflow_run_id"]: t for t in result.study.trials}
+    trials = {t.user_attrs["mlflow_run_id"]: t for t in _study(cfg).trials}
     for child in children:
         trial = trials[child.info.run_id]
         assert child.info.status == "FINISHED" and child.data.tags["state"] == "complete"
@@ -56,7 +61,7 @@ def test_registered_version_predicts_from_raw_text(swept):
     cfg, result = swept
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
     assert version.tags["study"] == cfg.sweep.study_name
-    assert int(version.tags["trial_number"]) == result.study.best_trial.number
+    assert int(version.tags["trial_number"]) == _study(cfg).best_trial.number
     assert 0 <= float(version.tags["test_accuracy"]) <= 1 and version.run_id == result.parent_run_id
     model = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
     out = model.predict(pd.DataFrame({"text": ["great wonderful<br />film", "awful boring mess", ""]}))
@@ -67,11 +72,11 @@ def test_registered_version_predicts_from_raw_text(swept):
 def test_rerun_resumes_without_new_trials_or_versions(swept):
     cfg, first = swept
     second = run_sweep(cfg)
-    assert len(second.study.trials) == 2
+    assert len(_study(cfg).trials) == 2
     assert _children(second.parent_run_id) == []
     assert second.registered_version == first.registered_version
     more = run_sweep(load_config(tiny_overrides_from(cfg) + ["sweep.n_trials=3"]))
-    assert len(more.study.trials) == 3 and len(_children(more.parent_run_id)) == 1
+    assert len(_study(cfg).trials) == 3 and len(_children(more.parent_run_id)) == 1
 
 
 def tiny_overrides_from(cfg):
@@ -106,8 +111,9 @@ def test_pruned_trial_shows_as_pruned(tiny_cfg):
 def test_exploding_loss_fails_the_trial_and_the_sweep_goes_on(imdb_dir, tmp_path):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["train.learning_rate=1e38"])
     result = run_sweep(cfg)
-    states = {t.state for t in result.study.trials}
-    assert states == {optuna.trial.TrialState.FAIL} and len(result.study.trials) == 2
+    trials = _study(cfg).trials
+    assert {t.state for t in trials} == {optuna.trial.TrialState.FAIL} and len(trials) == 2
+    assert result.outcome.counts == {"complete": 0, "pruned": 0, "failed": 2}
     children = _children(result.parent_run_id)
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]
     assert all("TrainingDiverged" in c.data.tags["error"] for c in children)

@@ -1,0 +1,103 @@
+"""One tracked trial, shared by every search engine: a nested MLflow run around train()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+import mlflow
+import optuna
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from sentiment import tracking
+from sentiment.config import apply_sample
+from sentiment.data import TokenizedData
+from sentiment.train import TrainResult, train
+
+log = logging.getLogger(__name__)
+
+# Settings that may change between invocations of one search without changing what it searches.
+RESUMABLE_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir",
+                  "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256", "train.verbose")
+
+
+@dataclass
+class BestTrial:
+    trial_id: str                 # Optuna trial number or Keras Tuner trial id
+    run_id: str                   # the trial's MLflow child run, which holds its Keras model
+    params: dict[str, Any]
+    val_metrics: dict[str, float]
+
+
+@dataclass
+class SearchOutcome:
+    """What an engine hands back: every trial as a table, and the best completed one."""
+
+    engine: str
+    table: pd.DataFrame
+    best: BestTrial | None
+    counts: dict[str, int] = field(default_factory=dict)  # complete / pruned / failed
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of everything that defines what a search searches."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for group in ("tracking", "promote"):
+        container.pop(group, None)
+    for key in RESUMABLE_KEYS:
+        group, name = key.split(".")
+        container[group].pop(name, None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def final_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Best-epoch val_* as best_val_*, so they don't mix with the per-epoch val_* curves."""
+    return {f"best_{k}" if k.startswith("val_") else k: v for k, v in metrics.items()}
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One short line per epoch instead of Keras's per-batch progress bar."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        log.info("%s epoch %d: loss %.4f val_loss %.4f val_accuracy %.4f", self.label, epoch + 1,
+                 logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
+                 logs.get("val_accuracy", float("nan")))
+
+
+def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, Any], run_name: str,
+                      tags: dict[str, str], callbacks: list | None = None,
+                      on_start: Callable[[str], None] | None = None) -> tuple[TrainResult, str]:
+    """Train cfg with `sample` applied inside a nested run whose status tells what happened.
+
+    Completed: FINISHED. Pruned (optuna.TrialPruned): KILLED, tagged pruned. Anything else:
+    FAILED, tagged with the error, and re-raised for the engine to record.
+    """
+    trial_cfg = apply_sample(cfg, sample)
+    run = mlflow.start_run(run_name=run_name, nested=True, tags={"role": "trial", **tags})
+    try:
+        if on_start:
+            on_start(run.info.run_id)
+        mlflow.log_params(tracking.config_params(trial_cfg))
+        # Metrics first: the epoch that gets a trial pruned must still be on record.
+        result = train(trial_cfg, data,
+                       callbacks=[tracking.EpochMetricsCallback(), EpochLog(run_name), *(callbacks or [])])
+    except optuna.TrialPruned as pruned:
+        tracking.end_run("KILLED", {"state": "pruned", "pruned": "true", "pruned_reason": str(pruned)})
+        raise
+    except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
+        tracking.end_run("FAILED", {"state": "failed", "error": f"{type(err).__name__}: {err}"[:5000]})
+        raise
+    mlflow.log_metrics(final_metrics(result.metrics))
+    tracking.log_keras_model(result.model)
+    tracking.end_run("FINISHED", {"state": "complete"})
+    return result, run.info.run_id
