@@ -9,14 +9,23 @@ ARGS ?=
 PORT ?= 5000
 SERVE_PORT ?= 5001
 TRACKING_URI ?= sqlite:///mlflow.db
+STORAGE ?= sqlite:///optuna.db
+DASHBOARD_PORT ?= 8080
+# The browser test drives Debian's Chromium; installed once, as root or through sudo.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL_NAME ?= imdb-sentiment
+WORKERS ?= 1
+# Several local workers share a journal file unless STORAGE names a database (postgresql://...).
+SHARED_STORAGE = $(if $(filter-out sqlite%,$(STORAGE)),$(STORAGE),journal:optuna.journal)
 EXP_FLAG := $(if $(EXP),--experiment $(EXP),) $(if $(ENGINE),sweep.engine=$(ENGINE),)
+WORKER_FLAGS := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS) sweep.storage=$(SHARED_STORAGE),)
 PROMOTE_FLAGS := $(if $(VERSION),--version $(VERSION),) $(if $(filter 1 yes true,$(FORCE)),--force,)
 # The shell reads TEXT/FILE from the environment, so quotes inside a review survive.
 PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep train promote rollback predict serve test ui clean
+.PHONY: help install sweep train promote rollback predict serve test ui dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,8 +39,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its test tools
 
-sweep: $(STAMP) ## run or resume the sweep, e.g. make sweep EXP=quick ARGS="sweep.n_trials=3"
-	$(BIN)/python -m sentiment sweep $(EXP_FLAG) $(ARGS)
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
+sweep: $(STAMP) ## run or resume the sweep, e.g. make sweep EXP=quick ARGS="sweep.n_trials=3" (WORKERS=N)
+	$(BIN)/python -m sentiment sweep $(EXP_FLAG) $(WORKER_FLAGS) $(ARGS)
 
 train: $(STAMP) ## train one config and log it, e.g. make train ARGS="model.units=32"
 	$(BIN)/python -m sentiment train $(EXP_FLAG) $(ARGS)
@@ -49,12 +62,16 @@ serve: $(STAMP) ## REST server for @champion on 127.0.0.1 (SERVE_PORT=5001; POST
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m "models:/$(MODEL_NAME)@champion" \
 		--host 127.0.0.1 --port $(SERVE_PORT) --env-manager local
 
-test: $(STAMP) ## the test suite (tiny generated data plus one small real-data test)
+test: $(STAMP) $(CHROMEDRIVER) ## the test suite (tiny generated data, one small real-data test, a browser test)
 	$(BIN)/python -m pytest $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the local store
 	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(PORT)
+
+dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1 (DASHBOARD_PORT=8080)
+	@$(BIN)/python -c "import optuna_dashboard" 2>/dev/null || $(BIN)/pip install --quiet -e '.[dashboard]'
+	$(BIN)/optuna-dashboard $(STORAGE) --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 clean: ## remove local stores and caches (keeps .venv)
 	rm -rf mlflow.db optuna.db mlartifacts mlruns .pytest_cache

@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in cmds.values():
         cmd.add_argument("--experiment", "-e", help="a file name from experiments/ (without .yaml)")
         cmd.add_argument("--show-config", action="store_true", help="print the composed config and exit")
+    cmds["sweep"].add_argument("--workers", type=int, default=1, help="worker processes on one study")
     cmds["promote"].add_argument("--version", help="registered version to consider (default: newest)")
     cmds["promote"].add_argument("--force", action="store_true", help="promote even if not better")
     cmds["predict"].add_argument("--text", action="append", default=[], help="a review (repeatable)")
@@ -72,7 +73,7 @@ def cmd_sweep(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():  # log lines print above the trial progress bar, not through it
-        result = run_sweep(cfg)
+        result = run_sweep(cfg, workers=args.workers)
     print(result.outcome.table.to_string(index=False))
     if result.registered_version:
         print(f"\nregistered {cfg.tracking.model_name} version {result.registered_version}")

@@ -138,6 +138,9 @@ def _validate_data(cfg: DictConfig) -> None:
     _fraction(cfg, "data.val_fraction", low_open=True)
     for key in ("data.vocab_size", "data.sequence_length", "data.batch_size"):
         _positive_int(cfg, key)
+    bounds = list(cfg.data.bucket_boundaries or [])
+    _check(all(_is_int(b) and b > 0 for b in bounds) and bounds == sorted(set(bounds)),
+           "data.bucket_boundaries", bounds, "a strictly increasing list of positive lengths, or []")
 
 
 def _validate_train(cfg: DictConfig) -> None:

@@ -297,11 +297,31 @@ def _write_cache(path: Path, data: TokenizedData) -> None:
     os.replace(tmp.name, path)
 
 
-def to_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
-    """tf.data pipeline over in-memory arrays; shuffles (seeded) for training only."""
+def to_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
+               bucket_boundaries: list[int] | None = None):
+    """tf.data pipeline over in-memory arrays; shuffles (seeded) for training only.
+
+    With bucket_boundaries, reviews are grouped by length and each batch is padded only up to
+    its bucket's bound, so the LSTM steps over far less padding (the order of rows changes).
+    Fixed bounds keep the number of batch shapes small: with a new shape per batch, TensorFlow
+    falls back to a shape-generic graph that runs ~1.6x slower on CPU.
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype("float32")))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    bounds = [b for b in (bucket_boundaries or []) if b < x.shape[1]]
+    if not bounds:
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Padding (id 0) only trails a review, so its length is its count of non-zero ids (at least 1).
+    ds = ds.map(lambda ids, label: (ids[: tf.maximum(tf.math.count_nonzero(ids, dtype=tf.int32), 1)], label),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.bucket_by_sequence_length(
+        lambda ids, label: tf.shape(ids)[0],
+        # A bucket [a, b) is padded to b - 1; the last one to the full sequence length.
+        bucket_boundaries=[b + 1 for b in bounds] + [x.shape[1] + 1],
+        bucket_batch_sizes=[batch_size] * (len(bounds) + 2),
+        pad_to_bucket_boundary=True,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)

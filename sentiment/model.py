@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 def build_model(cfg: DictConfig, vocab_size: int) -> keras.Model:
     """Embedding -> LSTM -> Dense(relu, L2) -> Dropout -> Dense(sigmoid), compiled."""
     reg = cfg.regularizer
-    tokens = keras.Input(shape=(cfg.data.sequence_length,), dtype="int32", name="tokens")
+    # Any length: batches may be trimmed to their longest review instead of sequence_length.
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     # mask_zero: padding (id 0) is skipped by the LSTM instead of being read as words.
     x = keras.layers.Embedding(vocab_size, cfg.model.embedding_dim, mask_zero=True)(tokens)
     x = keras.layers.LSTM(cfg.model.units, dropout=reg.dropout, recurrent_dropout=reg.recurrent_dropout)(x)

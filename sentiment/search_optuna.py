@@ -1,4 +1,4 @@
-"""Optuna engine: seeded TPE, median pruning on per-epoch val loss, a resumable study."""
+"""Optuna engine: seeded TPE, median pruning on per-epoch val loss, a resumable shared study."""
 
 from __future__ import annotations
 
@@ -6,17 +6,21 @@ import logging
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
-from sentiment import report
+from sentiment import report, tracking
 from sentiment.data import TokenizedData
-from sentiment.errors import ConfigError
+from sentiment.errors import ConfigError, TrackingError
+from sentiment.storage import make_storage
 from sentiment.trial import BestTrial, SearchOutcome, config_fingerprint, run_tracked_trial
 
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Trials that count toward n_trials; WAITING ones (queued retries) are work still to do.
+TAKEN = (*FINISHED, TrialState.RUNNING)
 
 
 def sample_params(trial: optuna.Trial, space: DictConfig) -> dict:
@@ -38,7 +42,8 @@ def open_study(cfg: DictConfig) -> optuna.Study:
     sweep = cfg.sweep
     study = optuna.create_study(
         study_name=sweep.study_name,
-        storage=sweep.storage,
+        storage=make_storage(sweep, on_stale_trial=lambda study, trial: tracking.fail_orphaned_run(
+            trial.user_attrs.get("mlflow_run_id"), "its worker stopped sending heartbeats (killed?)")),
         direction=sweep.direction,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         pruner=optuna.pruners.MedianPruner(
@@ -59,42 +64,84 @@ def open_study(cfg: DictConfig) -> optuna.Study:
     return study
 
 
-def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def count(study: optuna.Study, states: tuple) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def reconcile(study: optuna.Study) -> None:
+    """Make MLflow agree with the study after a crash: dead trials' runs must not stay RUNNING."""
+    optuna.storages.fail_stale_trials(study)  # RDB storages: trials of dead workers -> FAIL (+ retry)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "the trial failed while untracked")
 
 
 class Objective:
     """Trains one sampled config per trial; the value is the configured val metric."""
 
-    def __init__(self, cfg: DictConfig, data: TokenizedData):
+    def __init__(self, cfg: DictConfig, data: TokenizedData, parent_run_id: str | None = None):
         self.cfg = cfg
         self.data = data
+        self.parent_run_id = parent_run_id
+        self.tracking_error: Exception | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self._surplus(trial):
+            trial.study.stop()
+            raise SurplusTrial(f"trial {trial.number} is beyond sweep.n_trials={self.cfg.sweep.n_trials}")
         sample = sample_params(trial, self.cfg.sweep.space)
         tags = {"optuna.study": self.cfg.sweep.study_name, "optuna.trial_number": str(trial.number)}
-        result, run_id = run_tracked_trial(
-            self.cfg, self.data, sample, f"trial-{trial.number:03d}", tags,
-            callbacks=[KerasPruningCallback(trial, self.cfg.sweep.objective)],
-            on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-        )
+        try:
+            result, _ = run_tracked_trial(
+                self.cfg, self.data, sample, f"trial-{trial.number:03d}", tags,
+                callbacks=[KerasPruningCallback(trial, self.cfg.sweep.objective)],
+                on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                parent_run_id=self.parent_run_id,
+            )
+        except Exception as err:
+            if tracking.is_outage(err):  # no point training on without a place to record it
+                self.tracking_error = err
+                trial.study.stop()
+            raise
         for name, value in result.metrics.items():
             trial.set_user_attr(name, value)
         return result.metrics[self.cfg.sweep.objective]
 
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        """Workers race for the last trials; the loser of a race gives its trial back."""
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=TAKEN) if t.number < trial.number]
+        return len(earlier) >= self.cfg.sweep.n_trials
+
+
+class SurplusTrial(RuntimeError):
+    """Started by a worker after the study already had all its trials: recorded as failed, never run."""
+
+
+def run_trials(cfg: DictConfig, data: TokenizedData, parent_run_id: str | None = None,
+               progress_bar: bool = True) -> optuna.Study:
+    """Run the trials the study still misses; several processes may do this on one study."""
+    study = open_study(cfg)
+    reconcile(study)
+    remaining = cfg.sweep.n_trials - count(study, TAKEN)
+    if remaining <= 0:
+        log.info("study %s has all %d trials; nothing to run", study.study_name, cfg.sweep.n_trials)
+        return study
+    log.info("study %s: %d of %d trials still to run", study.study_name, remaining, cfg.sweep.n_trials)
+    objective = Objective(cfg, data, parent_run_id)
+    study.optimize(
+        objective, n_trials=remaining, timeout=cfg.sweep.timeout, catch=(Exception,),
+        show_progress_bar=progress_bar, gc_after_trial=True,
+        # Other workers finish trials too: stop once the study holds n_trials.
+        callbacks=[MaxTrialsCallback(cfg.sweep.n_trials, states=TAKEN)],
+    )
+    if objective.tracking_error is not None:
+        raise TrackingError(f"lost the MLflow tracking store ({tracking.short_error(objective.tracking_error)}); "
+                            "finished trials are kept: re-run the same command once it is back")
+    return study
+
 
 def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
-    """Run the trials the study still misses (none if it is complete)."""
-    study = open_study(cfg)
-    remaining = cfg.sweep.n_trials - count_finished(study)
-    if remaining > 0:
-        log.info("study %s: %d of %d trials still to run", study.study_name, remaining, cfg.sweep.n_trials)
-        study.optimize(
-            Objective(cfg, data), n_trials=remaining, timeout=cfg.sweep.timeout,
-            catch=(Exception,), show_progress_bar=True, gc_after_trial=True,
-        )
-    else:
-        log.info("study %s already has %d finished trials; nothing to run", study.study_name, cfg.sweep.n_trials)
+    """Run what is missing, then summarize the whole study on the active (parent) run."""
+    study = run_trials(cfg, data)
     report.log_optuna_plots(study)
     return SearchOutcome("optuna", report.optuna_trials_table(study), _best(study), _counts(study))
 
@@ -109,4 +156,4 @@ def _best(study: optuna.Study) -> BestTrial | None:
 
 def _counts(study: optuna.Study) -> dict[str, int]:
     names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-    return {name: len(study.get_trials(deepcopy=False, states=(state,))) for state, name in names.items()}
+    return {name: count(study, (state,)) for state, name in names.items()}

@@ -14,6 +14,7 @@ from sentiment.data import TokenizedData, load_data, make_vectorizer
 from sentiment.model import end_to_end
 from sentiment.train import evaluate, predict_proba
 from sentiment.trial import BestTrial, SearchOutcome
+from sentiment.workers import check_shareable, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,37 @@ def _engine(name: str):
     return search_optuna
 
 
-def run_sweep(cfg: DictConfig) -> SweepResult:
-    """Run the trials the search still misses, log its summary and register its best model."""
+def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
+    """Run the trials the search still misses, log its summary and register its best model.
+
+    With workers > 1, that many processes share the study and log their trials under this
+    invocation's parent run; this process then summarizes and registers.
+    """
+    check_shareable(cfg, workers)
     experiment_id = tracking.connect(cfg.tracking)  # fails fast, before any data or training
-    data = load_data(cfg)
-    with mlflow.start_run(run_name=f"sweep-{cfg.sweep.study_name}", tags=_parent_tags(cfg)) as parent:
+    data = load_data(cfg)  # also fills the token cache the workers read
+    parent = mlflow.start_run(run_name=f"sweep-{cfg.sweep.study_name}", tags=_parent_tags(cfg))
+    try:
         mlflow.log_params({"sweep.n_trials": cfg.sweep.n_trials, "sweep.objective": cfg.sweep.objective,
                            "sweep.space": json.dumps(OmegaConf.to_container(cfg.sweep.space))})
+        if workers > 1:
+            run_workers(cfg, workers, parent.info.run_id)
         outcome = _engine(cfg.sweep.engine).search(cfg, data)
         report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective)
         version = register_best(cfg, outcome.best, data)
+    except BaseException:
+        _end_parent_quietly("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
     return SweepResult(outcome, parent.info.run_id, experiment_id, version)
+
+
+def _end_parent_quietly(status: str) -> None:
+    """End the parent run if the store still answers; a later sweep reconciles it otherwise."""
+    try:
+        mlflow.end_run(status)
+    except Exception as err:  # the store is what failed: the original error matters more
+        log.warning("could not end the sweep run (%s); the next sweep will", tracking.short_error(err))
 
 
 def _parent_tags(cfg: DictConfig) -> dict[str, str]:
@@ -68,7 +89,8 @@ def register_best(cfg: DictConfig, best: BestTrial | None, data: TokenizedData) 
         log.info("best trial %s is already %s version %s", best.trial_id, model_name, existing.version)
         return str(existing.version)
     trained = tracking.load_keras_model(best.run_id)
-    test_metrics = {f"test_{k}": v for k, v in evaluate(trained, data.x_test, data.y_test).items()}
+    test_scores = evaluate(trained, data.x_test, data.y_test, bucket_boundaries=cfg.data.bucket_boundaries)
+    test_metrics = {f"test_{k}": v for k, v in test_scores.items()}
     mlflow.log_metrics(test_metrics)
     report.log_test_evaluation(data.y_test, predict_proba(trained, data.x_test))
     text_model = end_to_end(trained, make_vectorizer(cfg.data, data.vocabulary))

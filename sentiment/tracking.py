@@ -39,16 +39,45 @@ def connect(tracking_cfg: DictConfig) -> str:
             experiment_id = experiment.experiment_id
     except Exception as err:  # network, auth or schema problems all mean: cannot track
         raise TrackingError(
-            f"cannot use MLflow tracking store {tracking_cfg.uri} ({_short(err)}); "
+            f"cannot use MLflow tracking store {tracking_cfg.uri} ({short_error(err)}); "
             "start the server or fix tracking.uri"
         ) from err
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
 
-def _short(err: Exception) -> str:
+def short_error(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def is_outage(err: BaseException) -> bool:
+    """True when err (or what caused it) means the tracking server could not be reached."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    while err is not None:
+        if isinstance(err, requests.exceptions.ConnectionError):
+            return True
+        if isinstance(err, MlflowException) and ("API request to" in str(err) or "Max retries" in str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def fail_orphaned_run(run_id: str | None, reason: str) -> None:
+    """Mark a run, and its parent sweep run, FAILED if a dead or cut-off worker left them RUNNING."""
+    if not run_id:
+        return
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    if run.info.status != "RUNNING":
+        return  # the worker recorded the trial's end itself: its sweep run may still be alive
+    for orphan in (run_id, run.data.tags.get("mlflow.parentRunId")):
+        if orphan and client.get_run(orphan).info.status == "RUNNING":
+            client.set_tag(orphan, "error", f"ended by a later sweep: {reason}")
+            client.set_terminated(orphan, status="FAILED")
+            log.warning("run %s was left RUNNING (%s): marked FAILED", orphan, reason)
 
 
 def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:
@@ -88,10 +117,12 @@ def load_keras_model(run_id: str) -> keras.Model:
 
 def end_run(status: str, tags: dict[str, str] | None = None) -> None:
     """Finish the active run with an honest status after its async metrics are written."""
-    mlflow.flush_async_logging()
-    if tags:
-        mlflow.set_tags(tags)
-    mlflow.end_run(status=status)
+    try:
+        mlflow.flush_async_logging()
+        if tags:
+            mlflow.set_tags(tags)
+    finally:  # even when the store fails, the run leaves the active-run stack
+        mlflow.end_run(status=status)
 
 
 TEXT_SIGNATURE = ModelSignature(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import keras
@@ -14,6 +15,8 @@ from sentiment.data import TokenizedData, to_dataset
 from sentiment.model import build_model
 
 log = logging.getLogger(__name__)
+# Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
+warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 
 class TrainingDiverged(RuntimeError):
@@ -35,24 +38,28 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None, v
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=cfg.train.early_stopping_patience, restore_best_weights=True
     )
+    buckets = cfg.data.bucket_boundaries
     history = model.fit(
-        to_dataset(data.x_train, data.y_train, cfg.data.batch_size, shuffle_seed=cfg.seed),
-        validation_data=to_dataset(data.x_val, data.y_val, cfg.data.batch_size),
+        to_dataset(data.x_train, data.y_train, cfg.data.batch_size, shuffle_seed=cfg.seed, bucket_boundaries=buckets),
+        validation_data=to_dataset(data.x_val, data.y_val, cfg.data.batch_size, bucket_boundaries=buckets),
         epochs=cfg.train.max_epochs,
         callbacks=[keras.callbacks.TerminateOnNaN(), stopper, *(callbacks or [])],
         shuffle=False,  # the tf.data pipeline already shuffles, seeded
         verbose=verbose,
     ).history
     _raise_if_diverged(history)
-    metrics = {f"val_{k}": v for k, v in evaluate(model, data.x_val, data.y_val, cfg.data.batch_size).items()}
+    val_scores = evaluate(model, data.x_val, data.y_val, cfg.data.batch_size, buckets)
+    metrics = {f"val_{k}": v for k, v in val_scores.items()}
     metrics["epochs_trained"] = len(history["loss"])
     metrics["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
     return TrainResult(model, metrics, history)
 
 
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
+             bucket_boundaries: list[int] | None = None) -> dict[str, float]:
     """loss, accuracy and auc of model on (x, y)."""
-    scores = model.evaluate(to_dataset(x, y, batch_size), verbose=0, return_dict=True)
+    dataset = to_dataset(x, y, batch_size, bucket_boundaries=bucket_boundaries)
+    scores = model.evaluate(dataset, verbose=0, return_dict=True)
     return {name: float(value) for name, value in scores.items()}
 
 

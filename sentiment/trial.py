@@ -76,14 +76,17 @@ class EpochLog(keras.callbacks.Callback):
 
 def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, Any], run_name: str,
                       tags: dict[str, str], callbacks: list | None = None,
-                      on_start: Callable[[str], None] | None = None) -> tuple[TrainResult, str]:
+                      on_start: Callable[[str], None] | None = None,
+                      parent_run_id: str | None = None) -> tuple[TrainResult, str]:
     """Train cfg with `sample` applied inside a nested run whose status tells what happened.
 
     Completed: FINISHED. Pruned (optuna.TrialPruned): KILLED, tagged pruned. Anything else:
-    FAILED, tagged with the error, and re-raised for the engine to record.
+    FAILED, tagged with the error, and re-raised for the engine to record. A worker process
+    has no active run and names the sweep's parent run instead.
     """
     trial_cfg = apply_sample(cfg, sample)
-    run = mlflow.start_run(run_name=run_name, nested=True, tags={"role": "trial", **tags})
+    run = mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id,
+                           tags={"role": "trial", **tags})
     try:
         if on_start:
             on_start(run.info.run_id)

@@ -1,0 +1,55 @@
+"""Several worker processes on one Optuna study, their trials under one sweep run.
+
+The study's storage coordinates them (PostgreSQL, or a journal file on one machine); each
+worker is a plain `run_trials` in a fresh process, so TensorFlow state is never shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+
+from omegaconf import DictConfig, OmegaConf
+
+from sentiment.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def check_shareable(cfg: DictConfig, workers: int) -> None:
+    if workers <= 1:
+        return
+    if cfg.sweep.engine != "optuna":
+        raise ConfigError("several workers need sweep.engine=optuna (Keras Tuner has its own distributed mode)")
+    if str(cfg.sweep.storage).startswith("sqlite"):
+        raise ConfigError(
+            f"sweep.storage={cfg.sweep.storage} cannot be shared by {workers} workers: use "
+            "sweep.storage=journal:optuna.journal (one machine) or postgresql://... (any number)"
+        )
+
+
+def _worker(config: dict, parent_run_id: str, index: int) -> None:
+    from sentiment import search_optuna, tracking
+    from sentiment.data import load_data
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {index} %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    cfg = OmegaConf.create(config)
+    tracking.connect(cfg.tracking)
+    search_optuna.run_trials(cfg, load_data(cfg), parent_run_id=parent_run_id, progress_bar=False)
+
+
+def run_workers(cfg: DictConfig, workers: int, parent_run_id: str) -> list[int]:
+    """Start `workers` processes on the study and wait for all; returns their exit codes."""
+    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+    config = OmegaConf.to_container(cfg, resolve=True)
+    processes = [context.Process(target=_worker, args=(config, parent_run_id, i), name=f"worker-{i}")
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    codes = [process.exitcode for process in processes]
+    if any(codes):
+        log.warning("worker exit codes %s: the sweep runs whatever trials are still missing itself", codes)
+    return codes

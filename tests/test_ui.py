@@ -1,0 +1,92 @@
+"""The MLflow UI, in a real headless Chromium, shows what a sweep logged and registered."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from sentiment import tracking
+from sentiment.config import load_config
+from tests.test_serve import _free_port
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# Flags for a sandboxed, offline machine: no background calls home, no GPU, fresh profile.
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1600,1000"]
+
+
+@pytest.fixture
+def mlflow_ui(registry_store, tmp_path):
+    cfg = load_config(registry_store)
+    port = _free_port()
+    server = subprocess.Popen(
+        [Path(sys.executable).with_name("mlflow"), "ui", "--backend-store-uri", cfg.tracking.uri,
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(1)
+    else:
+        pytest.fail("mlflow ui did not start")
+    yield url, cfg
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    assert not missing, f"{missing} not installed: `make test` installs chromium and chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait_for_text(driver, text: str, seconds: float = 60):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, seconds).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+
+
+@pytest.mark.integration
+def test_ui_lists_parent_child_runs_and_registered_versions(mlflow_ui, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, cfg = mlflow_ui
+    experiment_id = tracking.connect(cfg.tracking)
+    browser.get(tracking.runs_table_url(url, experiment_id, ui=url))
+    _wait_for_text(browser, "sweep-strong")
+    assert "sweep-weak" in browser.find_element(By.TAG_NAME, "body").text
+    # Child runs are folded under their parent: unfold the parent's row.
+    parent = browser.find_element(By.PARTIAL_LINK_TEXT, "sweep-strong")
+    parent.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]").find_element(By.TAG_NAME, "button").click()
+    _wait_for_text(browser, "trial-000")
+    browser.save_screenshot(str(tmp_path / "runs.png"))
+
+    browser.get(f"{url}/#/models/{cfg.tracking.model_name}")
+    _wait_for_text(browser, "Version 2")
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Version 1" in body and "test_accuracy" in body
+    browser.save_screenshot(str(tmp_path / "model.png"))
+    assert (tmp_path / "runs.png").stat().st_size > 10_000
