@@ -11,6 +11,8 @@ SERVE_PORT ?= 5001
 TRACKING_URI ?= sqlite:///mlflow.db
 STORAGE ?= sqlite:///optuna.db
 DASHBOARD_PORT ?= 8080
+SERVER_PORT ?= 5005
+SERVER_DB ?= postgresql://postgres@127.0.0.1:5432/sentiment_mlflow
 # The browser test drives Debian's Chromium; installed once, as root or through sudo.
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -25,7 +27,7 @@ PROMOTE_FLAGS := $(if $(VERSION),--version $(VERSION),) $(if $(filter 1 yes true
 PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep train promote rollback predict serve test ui dashboard clean
+.PHONY: help install sweep train promote rollback predict serve test ui server dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,9 +71,14 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the local store
 	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(PORT)
 
+server: $(STAMP) ## MLflow tracking server on 127.0.0.1 (SERVER_PORT=5005), PostgreSQL store, local artifacts
+	$(BIN)/python -c "from sentiment.storage import create_database_if_missing; create_database_if_missing('$(SERVER_DB)')"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow server --backend-store-uri $(SERVER_DB) \
+		--artifacts-destination $(CURDIR)/mlartifacts-server --host 127.0.0.1 --port $(SERVER_PORT)
+
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1 (DASHBOARD_PORT=8080)
 	@$(BIN)/python -c "import optuna_dashboard" 2>/dev/null || $(BIN)/pip install --quiet -e '.[dashboard]'
 	$(BIN)/optuna-dashboard $(STORAGE) --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 clean: ## remove local stores and caches (keeps .venv)
-	rm -rf mlflow.db optuna.db mlartifacts mlruns .pytest_cache
+	rm -rf mlflow.db optuna.db optuna.journal mlartifacts mlruns keras_tuner .pytest_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -37,15 +38,18 @@ def sample_params(trial: optuna.Trial, space: DictConfig) -> dict:
     return sample
 
 
-def open_study(cfg: DictConfig) -> optuna.Study:
-    """Create the study, or resume it if it exists and searches the same thing."""
+def open_study(cfg: DictConfig, worker: int = 0) -> optuna.Study:
+    """Create the study, or resume it if it exists and searches the same thing.
+
+    Each worker seeds its sampler differently, or all would propose the same first trials.
+    """
     sweep = cfg.sweep
     study = optuna.create_study(
         study_name=sweep.study_name,
         storage=make_storage(sweep, on_stale_trial=lambda study, trial: tracking.fail_orphaned_run(
             trial.user_attrs.get("mlflow_run_id"), "its worker stopped sending heartbeats (killed?)")),
         direction=sweep.direction,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed + worker),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=sweep.pruner.n_startup_trials, n_warmup_steps=sweep.pruner.n_warmup_steps
         ),
@@ -70,7 +74,9 @@ def count(study: optuna.Study, states: tuple) -> int:
 
 def reconcile(study: optuna.Study) -> None:
     """Make MLflow agree with the study after a crash: dead trials' runs must not stay RUNNING."""
-    optuna.storages.fail_stale_trials(study)  # RDB storages: trials of dead workers -> FAIL (+ retry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # RDB storages: trials of dead workers -> FAIL (+ retry)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "the trial failed while untracked")
 
@@ -117,9 +123,9 @@ class SurplusTrial(RuntimeError):
 
 
 def run_trials(cfg: DictConfig, data: TokenizedData, parent_run_id: str | None = None,
-               progress_bar: bool = True) -> optuna.Study:
+               worker: int = 0) -> optuna.Study:
     """Run the trials the study still misses; several processes may do this on one study."""
-    study = open_study(cfg)
+    study = open_study(cfg, worker)
     reconcile(study)
     remaining = cfg.sweep.n_trials - count(study, TAKEN)
     if remaining <= 0:
@@ -129,7 +135,7 @@ def run_trials(cfg: DictConfig, data: TokenizedData, parent_run_id: str | None =
     objective = Objective(cfg, data, parent_run_id)
     study.optimize(
         objective, n_trials=remaining, timeout=cfg.sweep.timeout, catch=(Exception,),
-        show_progress_bar=progress_bar, gc_after_trial=True,
+        show_progress_bar=worker == 0, gc_after_trial=True,
         # Other workers finish trials too: stop once the study holds n_trials.
         callbacks=[MaxTrialsCallback(cfg.sweep.n_trials, states=TAKEN)],
     )

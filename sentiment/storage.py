@@ -25,29 +25,24 @@ JOURNAL_PREFIX = "journal:"
 
 def create_database_if_missing(url: str) -> None:
     """PostgreSQL URLs name a database; create it on first use so nobody has to by hand."""
-    import psycopg2
-    from psycopg2 import sql
+    import psycopg
+    from psycopg import sql
 
     parsed = urlparse(url)
     name = parsed.path.lstrip("/")
     admin = parsed._replace(scheme="postgresql", path="/postgres").geturl()
     try:
-        connection = psycopg2.connect(admin, connect_timeout=5)
-    except psycopg2.OperationalError as err:
-        raise ConfigError(f"cannot reach PostgreSQL for {parsed.hostname}:{parsed.port}/{name} "
+        connection = psycopg.connect(admin, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as err:
+        raise ConfigError(f"cannot reach PostgreSQL at {parsed.hostname}:{parsed.port} for database {name} "
                           f"({str(err).strip().splitlines()[0]}); start it or fix the URL") from None
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cursor.fetchone() is None:
-                log.info("creating PostgreSQL database %s", name)
-                try:
-                    cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                except psycopg2.errors.DuplicateDatabase:
-                    pass  # another worker created it first
-    finally:
-        connection.close()
+    with connection:
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            log.info("creating PostgreSQL database %s", name)
+            try:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another worker created it first
 
 
 def make_storage(sweep: DictConfig, on_stale_trial: Callable | None = None) -> optuna.storages.BaseStorage:

@@ -36,7 +36,7 @@ def _worker(config: dict, parent_run_id: str, index: int) -> None:
                         datefmt="%H:%M:%S")
     cfg = OmegaConf.create(config)
     tracking.connect(cfg.tracking)
-    search_optuna.run_trials(cfg, load_data(cfg), parent_run_id=parent_run_id, progress_bar=False)
+    search_optuna.run_trials(cfg, load_data(cfg), parent_run_id=parent_run_id, worker=index + 1)
 
 
 def run_workers(cfg: DictConfig, workers: int, parent_run_id: str) -> list[int]:
