@@ -27,7 +27,7 @@ PROMOTE_FLAGS := $(if $(VERSION),--version $(VERSION),) $(if $(filter 1 yes true
 PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep train promote rollback predict serve test ui server dashboard clean
+.PHONY: help install sweep train promote rollback predict serve test bench ui server dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ serve: $(STAMP) ## REST server for @champion on 127.0.0.1 (SERVE_PORT=5001; POST
 
 test: $(STAMP) $(CHROMEDRIVER) ## the test suite (tiny generated data, one small real-data test, a browser test)
 	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s)
+	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the local store
 	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"

@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         "promote": "score the newest (or --version) candidate against @champion; move it if better",
         "rollback": "swap @champion and @previous",
         "predict": "label reviews with models:/<model_name>@champion",
+        "bench": "throughput, memory and a time-to-accuracy race of search engines",
     }
     cmds = {name: sub.add_parser(name, help=text, description=text) for name, text in commands.items()}
     for cmd in cmds.values():
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     cmds["promote"].add_argument("--force", action="store_true", help="promote even if not better")
     cmds["predict"].add_argument("--text", action="append", default=[], help="a review (repeatable)")
     cmds["predict"].add_argument("--file", help="a UTF-8 file with one review per line")
+    cmds["bench"].add_argument("--preset", choices=("small", "full"), default="small")
+    cmds["bench"].add_argument("--budget", type=float, help="seconds per engine in the race")
+    cmds["bench"].add_argument("--no-race", action="store_true", help="only data and throughput numbers")
     for cmd in cmds.values():
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.n_trials=3")
     return parser
@@ -158,8 +162,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from sentiment.bench import format_report, run_bench
+
+    print(format_report(run_bench(args.preset, args.budget, skip_race=args.no_race)))
+    return 0
+
+
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
-            "predict": cmd_predict}
+            "predict": cmd_predict, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import keras_tuner as kt
@@ -71,6 +72,13 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self.run_ids: dict[str, str] = (
             json.loads(self.run_ids_file.read_text()) if self.run_ids_file.exists() else {}
         )
+        self.deadline = time.monotonic() + cfg.sweep.timeout if cfg.sweep.timeout else None
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self.deadline and time.monotonic() > self.deadline:
+            # sweep.timeout as in Optuna: no new trial starts; the oracle stops at its trial count.
+            self.oracle.max_trials = len(self.oracle.trials)
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         sample = sample_from(trial.hyperparameters, self.cfg.sweep.space)

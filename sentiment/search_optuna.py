@@ -52,7 +52,7 @@ def open_study(cfg: DictConfig, worker: int = 0) -> optuna.Study:
         sampler=optuna.samplers.TPESampler(seed=cfg.seed + worker),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=sweep.pruner.n_startup_trials, n_warmup_steps=sweep.pruner.n_warmup_steps
-        ),
+        ) if sweep.pruner.enabled else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
     fingerprint = config_fingerprint(cfg)

@@ -1,0 +1,192 @@
+"""`make bench`: data, throughput and memory numbers, and a time-to-accuracy race of engines.
+
+A benchmark, not a test: it prints a table and writes JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import optuna
+import tensorflow as tf
+from omegaconf import DictConfig
+
+from sentiment import tracking
+from sentiment.config import REPO_ROOT, apply_sample, load_config
+from sentiment.data import load_data, to_dataset
+from sentiment.model import build_model
+
+log = logging.getLogger(__name__)
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+
+@dataclass
+class Preset:
+    train_samples: int | None
+    sequence_length: int
+    vocab_size: int
+    budget_s: float              # wall clock per engine in the race
+    targets: tuple[float, ...]   # val accuracy levels to time
+    throughput_samples: int = 4000
+
+
+PRESETS = {
+    "small": Preset(train_samples=4000, sequence_length=200, vocab_size=10000, budget_s=150,
+                    targets=(0.78, 0.80, 0.82)),
+    "full": Preset(train_samples=None, sequence_length=256, vocab_size=20000, budget_s=900,
+                   targets=(0.85, 0.87, 0.88)),
+}
+# name -> config overrides: same space, data and training; only the search differs.
+ENGINES = {
+    "optuna_tpe_pruning": ["sweep.engine=optuna"],
+    "optuna_tpe_no_pruning": ["sweep.engine=optuna", "sweep.pruner.enabled=false"],
+    "keras_tuner_random": ["sweep.engine=keras_tuner", "sweep.algorithm=random"],
+}
+
+
+def machine_info() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__, "keras": keras.__version__, "optuna": optuna.__version__,
+            "mlflow": mlflow.__version__, "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def time_data(base: list[str], workdir: Path) -> tuple[dict, DictConfig]:
+    """Load + tokenize into an empty cache (cold), then again from the cache."""
+    cfg = load_config(base + [f"data.cache_dir={workdir / 'cache'}"])
+    start = time.perf_counter()
+    load_data(cfg)
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    load_data(cfg)
+    return {"load_tokenize_cold_s": round(cold, 2), "load_cached_s": round(time.perf_counter() - start, 3)}, cfg
+
+
+def time_epoch(cfg: DictConfig, data, n: int, **overrides) -> dict:
+    """Reviews/s and real (non-padding) tokens/s of one training epoch over n reviews."""
+    run_cfg = apply_sample(cfg, overrides)
+    keras.backend.clear_session()
+    model = build_model(run_cfg, len(data.vocabulary))
+    x, y = data.x_train[:n], data.y_train[:n]
+    ds = to_dataset(x, y, run_cfg.data.batch_size, shuffle_seed=0, bucket_boundaries=run_cfg.data.bucket_boundaries)
+    model.fit(ds, verbose=0)  # a whole epoch first: every batch shape is traced outside the timing
+    seconds = min(_timed_fit(model, ds) for _ in range(2))  # best of two: the machine is shared
+    return {**{k: v for k, v in overrides.items()}, "reviews_per_s": round(len(x) / seconds, 1),
+            "tokens_per_s": round(int((x > 0).sum()) / seconds), "epoch_s": round(seconds, 2)}
+
+
+def _timed_fit(model, ds) -> float:
+    start = time.perf_counter()
+    model.fit(ds, verbose=0)
+    return time.perf_counter() - start
+
+
+THROUGHPUT_CASES = [
+    {"model.units": 32}, {"model.units": 64}, {"model.units": 128},
+    {"model.units": 64, "regularizer.recurrent_dropout": 0.2},
+    {"model.units": 64, "data.bucket_boundaries": []},      # before padding-aware batching
+    {"model.units": 64, "data.batch_size": 64, "data.bucket_boundaries": []},  # the first defaults
+]
+
+
+def race(base: list[str], preset: Preset, workdir: Path) -> dict:
+    """Each engine gets the same wall-clock budget on the same data and space."""
+    results = {}
+    for name, overrides in ENGINES.items():
+        cfg = load_config(base + overrides + [
+            f"data.cache_dir={workdir / 'cache'}", f"tracking.uri=sqlite:///{workdir / 'race.db'}",
+            f"tracking.artifact_location={workdir / 'artifacts'}", f"sweep.storage=sqlite:///{workdir / 'race.db'}",
+            f"sweep.keras_tuner_dir={workdir / 'kt'}", f"sweep.study_name=race-{name}",
+            "sweep.n_trials=1000", f"sweep.timeout={preset.budget_s}"])
+        log.info("race: %s for %.0f s", name, preset.budget_s)
+        results[name] = _race_one(cfg, preset)
+    return results
+
+
+def _race_one(cfg: DictConfig, preset: Preset) -> dict:
+    from sentiment.sweep import _engine
+
+    tracking.connect(cfg.tracking)
+    data = load_data(cfg)
+    start = time.monotonic()
+    finished: list[tuple[float, float]] = []  # (seconds since start, val accuracy) per completed trial
+    original = tracking.log_keras_model
+
+    def stamp(model):  # called once per completed trial, right after training
+        finished.append((time.monotonic() - start, _val_accuracy(model, cfg, data)))
+        original(model)
+
+    tracking.log_keras_model = stamp
+    try:
+        with mlflow.start_run(run_name=f"race-{cfg.sweep.study_name}"):
+            outcome = _engine(cfg.sweep.engine).search(cfg, data)
+    finally:
+        tracking.log_keras_model = original
+    best, curve = 0.0, []
+    for seconds, accuracy in finished:
+        best = max(best, accuracy)
+        curve.append([round(seconds, 1), round(best, 4)])
+    return {"trials": outcome.counts, "wall_s": round(time.monotonic() - start, 1), "best_val_accuracy": best,
+            "best_so_far": curve,
+            "time_to": {f"{t:.2f}": next((s for s, acc in curve if acc >= t), None) for t in preset.targets}}
+
+
+def _val_accuracy(model, cfg, data) -> float:
+    from sentiment.train import evaluate
+
+    return evaluate(model, data.x_val, data.y_val, bucket_boundaries=cfg.data.bucket_boundaries)["accuracy"]
+
+
+def run_bench(preset_name: str = "small", budget_s: float | None = None, skip_race: bool = False) -> dict:
+    preset = PRESETS[preset_name]
+    if budget_s:
+        preset.budget_s = budget_s
+    base = [f"data.train_samples={preset.train_samples}" if preset.train_samples else "data.train_samples=null",
+            f"data.sequence_length={preset.sequence_length}", f"data.vocab_size={preset.vocab_size}"]
+    report = {"preset": preset_name, "settings": preset.__dict__, "machine": machine_info(),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        report["data"], cfg = time_data(base, workdir)
+        data = load_data(cfg)
+        n = min(preset.throughput_samples, len(data.y_train))
+        report["throughput"] = [time_epoch(cfg, data, n, **case) for case in THROUGHPUT_CASES]
+        if not skip_race:
+            report["race"] = race(base, preset, workdir)
+    report["peak_memory_mb"] = round(peak_memory_mb(), 1)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{preset_name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    report["path"] = str(path)
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"machine: {report['machine']['cpus']} CPUs, TF {report['machine']['tensorflow']}, "
+             f"{report['machine']['platform']}",
+             f"data: load+tokenize cold {report['data']['load_tokenize_cold_s']} s, "
+             f"cached {report['data']['load_cached_s']} s", "", "throughput (one training epoch):"]
+    for row in report["throughput"]:
+        case = ", ".join(f"{k}={v}" for k, v in row.items() if "." in k)
+        lines.append(f"  {case:75s} {row['reviews_per_s']:8.1f} reviews/s {row['tokens_per_s']:9d} tokens/s")
+    for name, result in report.get("race", {}).items():
+        times = ", ".join(f"{t}: {'-' if s is None else f'{s:.0f} s'}" for t, s in result["time_to"].items())
+        lines.append(f"race {name:24s} best val acc {result['best_val_accuracy']:.4f}  trials {result['trials']}"
+                     f"  time to {times}")
+    lines += [f"peak memory: {report['peak_memory_mb']} MB", f"written to {report['path']}"]
+    return "\n".join(lines)
