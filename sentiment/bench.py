@@ -43,7 +43,7 @@ class Preset:
 
 
 PRESETS = {
-    "small": Preset(train_samples=4000, sequence_length=200, vocab_size=10000, budget_s=150,
+    "small": Preset(train_samples=4000, sequence_length=200, vocab_size=10000, budget_s=120,
                     targets=(0.78, 0.80, 0.82)),
     "full": Preset(train_samples=None, sequence_length=256, vocab_size=20000, budget_s=900,
                    targets=(0.85, 0.87, 0.88)),
@@ -110,7 +110,7 @@ def race(base: list[str], preset: Preset, workdir: Path) -> dict:
     for name, overrides in ENGINES.items():
         cfg = load_config(base + overrides + [
             f"data.cache_dir={workdir / 'cache'}", f"tracking.uri=sqlite:///{workdir / 'race.db'}",
-            f"tracking.artifact_location={workdir / 'artifacts'}", f"sweep.storage=sqlite:///{workdir / 'race.db'}",
+            f"tracking.artifact_location={workdir / 'artifacts'}", f"sweep.storage=sqlite:///{workdir / 'race-optuna.db'}",
             f"sweep.keras_tuner_dir={workdir / 'kt'}", f"sweep.study_name=race-{name}",
             "sweep.n_trials=1000", f"sweep.timeout={preset.budget_s}"])
         log.info("race: %s for %.0f s", name, preset.budget_s)

@@ -125,6 +125,8 @@ def _validate_model(cfg: DictConfig) -> None:
         _positive_int(cfg, key)
     _fraction(cfg, "regularizer.dropout")
     _fraction(cfg, "regularizer.recurrent_dropout")
+    _fraction(cfg, "regularizer.embedding_dropout")
+    _check(isinstance(cfg.model.bidirectional, bool), "model.bidirectional", cfg.model.bidirectional, "true or false")
     l2 = cfg.regularizer.l2
     _check(_is_number(l2) and l2 >= 0, "regularizer.l2", l2, "a number >= 0")
 

@@ -11,6 +11,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ LABELS = {"neg": 0, "pos": 1}
 SPLITS = ("train", "test")
 CACHE_FORMAT = 2  # bump when the cached arrays change meaning (e.g. standardization)
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "aclImdb_labeled.tar.gz"
+# Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
+warnings.filterwarnings("ignore", message="Your input ran out of data")
 _MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/[^/]+\.txt$")
 
 

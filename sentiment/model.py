@@ -13,7 +13,10 @@ def build_model(cfg: DictConfig, vocab_size: int) -> keras.Model:
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     # mask_zero: padding (id 0) is skipped by the LSTM instead of being read as words.
     x = keras.layers.Embedding(vocab_size, cfg.model.embedding_dim, mask_zero=True)(tokens)
-    x = keras.layers.LSTM(cfg.model.units, dropout=reg.dropout, recurrent_dropout=reg.recurrent_dropout)(x)
+    if reg.embedding_dropout > 0:  # drops whole embedding channels, not single values
+        x = keras.layers.SpatialDropout1D(reg.embedding_dropout)(x)
+    lstm = keras.layers.LSTM(cfg.model.units, dropout=reg.dropout, recurrent_dropout=reg.recurrent_dropout)
+    x = (keras.layers.Bidirectional(lstm) if cfg.model.bidirectional else lstm)(x)
     x = keras.layers.Dense(
         cfg.model.dense_units, activation="relu", kernel_regularizer=keras.regularizers.L2(reg.l2)
     )(x)

@@ -10,6 +10,7 @@ import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import registry, report, tracking
+from sentiment.baseline import log_baseline
 from sentiment.data import TokenizedData, load_data, make_vectorizer
 from sentiment.model import end_to_end
 from sentiment.train import evaluate, predict_proba
@@ -51,6 +52,8 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     try:
         mlflow.log_params({"sweep.n_trials": cfg.sweep.n_trials, "sweep.objective": cfg.sweep.objective,
                            "sweep.space": json.dumps(OmegaConf.to_container(cfg.sweep.space))})
+        if cfg.sweep.baseline and not _has_baseline(parent.info.experiment_id, cfg.sweep.study_name):
+            log_baseline(cfg)
         if workers > 1:
             run_workers(cfg, workers, parent.info.run_id)
         outcome = _engine(cfg.sweep.engine).search(cfg, data)
@@ -69,6 +72,13 @@ def _end_parent_quietly(status: str) -> None:
         mlflow.end_run(status)
     except Exception as err:  # the store is what failed: the original error matters more
         log.warning("could not end the sweep run (%s); the next sweep will", tracking.short_error(err))
+
+
+def _has_baseline(experiment_id: str, study: str) -> bool:
+    """One baseline per study: resumed sweeps don't fit it again."""
+    runs = mlflow.search_runs([experiment_id], output_format="list", max_results=1,
+                              filter_string=f"tags.role = 'baseline' and tags.`sweep.study` = '{study}'")
+    return bool(runs)
 
 
 def _parent_tags(cfg: DictConfig) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import keras
@@ -15,8 +14,6 @@ from sentiment.data import TokenizedData, to_dataset
 from sentiment.model import build_model
 
 log = logging.getLogger(__name__)
-# Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
-warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 
 class TrainingDiverged(RuntimeError):

@@ -22,7 +22,8 @@ from sentiment.train import TrainResult, train
 log = logging.getLogger(__name__)
 
 # Settings that may change between invocations of one search without changing what it searches.
-RESUMABLE_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir",
+RESUMABLE_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
+                  "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
                   "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256", "train.verbose")
 
 

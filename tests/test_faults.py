@@ -184,7 +184,8 @@ def test_two_workers_on_postgresql_and_a_tracking_server(imdb_dir, tmp_path, pos
         assert len(finished) == 4 and len({t.number for t in trials}) == len(trials)
         assert len({tuple(t.params.values()) for t in trials}) == len(trials)  # workers sample apart
         children = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="list",
-                                      filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+                                      filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}' "
+                                                    "and tags.role = 'trial'")
         assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == sorted(t.number for t in finished)
         _check_one_run_per_trial(cfg)
         assert result.registered_version == "1"

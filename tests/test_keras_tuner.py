@@ -13,7 +13,7 @@ from tests.conftest import tiny_overrides
 
 def _children(parent_run_id):
     return mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.role = 'trial'")
 
 
 def _kt_overrides(imdb_dir, tmp_path, algorithm="random"):

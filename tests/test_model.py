@@ -40,3 +40,11 @@ def test_end_to_end_model_takes_raw_text(tiny_cfg):
     model = end_to_end(build_model(tiny_cfg, vocab_size=4), vectorizer)
     probs = np.asarray(model(tf.constant([["Great film!"], ["awful<br />mess"]])))
     assert probs.shape == (2, 1) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_wider_family_options_build(tiny_cfg):
+    cfg = apply_sample(tiny_cfg, {"model.bidirectional": True, "regularizer.embedding_dropout": 0.2})
+    model = build_model(cfg, vocab_size=100)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"Bidirectional", "SpatialDropout1D"} <= kinds
+    assert model.predict(np.ones((2, 24), dtype="int32"), verbose=0).shape == (2, 1)

@@ -20,7 +20,7 @@ from tests.conftest import tiny_overrides
 
 def _children(parent_run_id: str):
     return mlflow.search_runs(
-        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.role = 'trial'",
         output_format="list",
     )
 
@@ -52,8 +52,14 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
         assert len(history) == child.data.metrics["epochs_trained"] >= 1
         assert [m.step for m in history] == list(range(len(history)))
         assert child.data.metrics["best_val_loss"] == pytest.approx(trial.value)
+    (baseline,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                     filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}' "
+                                                   "and tags.role = 'baseline'")
+    assert 0 <= baseline.data.metrics["val_accuracy"] <= 1
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
-    assert {"trials.csv", "summary.md", "best_params.json"} <= artifacts
+    assert {"trials.csv", "trials.json", "summary.md", "best_params.json", "plots", "evaluation"} <= artifacts
+    pictures = {a.path for a in client.list_artifacts(result.parent_run_id, "evaluation")}
+    assert pictures == {"evaluation/confusion_matrix.png", "evaluation/roc_curve.png"}
     assert 0 <= parent.data.metrics["test_accuracy"] <= 1
 
 
