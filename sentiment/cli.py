@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
         "bench": "throughput, memory and a time-to-accuracy race of search engines",
     }
     cmds = {name: sub.add_parser(name, help=text, description=text) for name, text in commands.items()}
-    for cmd in cmds.values():
+    configured = [cmd for name, cmd in cmds.items() if name != "bench"]  # bench sets its own configs
+    for cmd in configured:
         cmd.add_argument("--experiment", "-e", help="a file name from experiments/ (without .yaml)")
         cmd.add_argument("--show-config", action="store_true", help="print the composed config and exit")
     cmds["sweep"].add_argument("--workers", type=int, default=1, help="worker processes on one study")
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     cmds["bench"].add_argument("--preset", choices=("small", "full"), default="small")
     cmds["bench"].add_argument("--budget", type=float, help="seconds per engine in the race")
     cmds["bench"].add_argument("--no-race", action="store_true", help="only data and throughput numbers")
-    for cmd in cmds.values():
+    for cmd in configured:
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.n_trials=3")
     return parser
 
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        return COMMANDS[args.command](args)
+        if args.command == "bench":  # measures its own configs
+            return cmd_bench(args)
+        cfg = _config(args)
+        return 0 if args.show_config else COMMANDS[args.command](args, cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -67,14 +71,11 @@ def _config(args):
     return cfg
 
 
-def cmd_sweep(args) -> int:
-    cfg = _config(args)
-    if args.show_config:
-        return 0
+def cmd_sweep(args, cfg) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from sentiment import tracking
     from sentiment.sweep import run_sweep
-
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():  # log lines print above the trial progress bar, not through it
         result = run_sweep(cfg, workers=args.workers)
@@ -85,22 +86,20 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    cfg = _config(args)
-    if args.show_config:
-        return 0
+def cmd_train(args, cfg) -> int:
     import mlflow
 
     from sentiment import tracking
     from sentiment.data import load_data
     from sentiment.train import train
+    from sentiment.trial import final_metrics
 
     experiment_id = tracking.connect(cfg.tracking)
     data = load_data(cfg)
     with mlflow.start_run(run_name="train", tags={"role": "train"}):
         mlflow.log_params(tracking.config_params(cfg))
         result = train(cfg, data, callbacks=[tracking.EpochMetricsCallback()], verbose=cfg.train.verbose)
-        mlflow.log_metrics({f"best_{k}" if k.startswith("val_") else k: v for k, v in result.metrics.items()})
+        mlflow.log_metrics(final_metrics(result.metrics))
         tracking.log_keras_model(result.model)
         mlflow.flush_async_logging()
     for name, value in result.metrics.items():
@@ -109,10 +108,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_promote(args) -> int:
-    cfg = _config(args)
-    if args.show_config:
-        return 0
+def cmd_promote(args, cfg) -> int:
     from sentiment.promote import promote
 
     result = promote(cfg, version=args.version, force=args.force)
@@ -132,10 +128,7 @@ def cmd_promote(args) -> int:
     return 0
 
 
-def cmd_rollback(args) -> int:
-    cfg = _config(args)
-    if args.show_config:
-        return 0
+def cmd_rollback(args, cfg) -> int:
     from sentiment.promote import rollback
 
     swapped = rollback(cfg)
@@ -148,10 +141,7 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    cfg = _config(args)
-    if args.show_config:
-        return 0
+def cmd_predict(args, cfg) -> int:
     from sentiment.predict import collect_reviews, predict
 
     stdin = None if args.text or args.file or sys.stdin.isatty() else sys.stdin.buffer.read()
@@ -170,7 +160,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
-            "predict": cmd_predict, "bench": cmd_bench}
+            "predict": cmd_predict}
 
 if __name__ == "__main__":
     sys.exit(main())
