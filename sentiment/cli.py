@@ -114,6 +114,7 @@ def cmd_promote(args, cfg) -> int:
     result = promote(cfg, version=args.version, force=args.force)
     if not result.table.empty:
         print(result.table.to_string(float_format=lambda v: f"{v:.4f}"))
+        print("source runs: " + ", ".join(f"v{v} {run}" for v, run in result.source_runs.items()))
     messages = {
         "first champion": f"v{result.candidate} is the first @champion",
         "promoted": f"v{result.candidate} beat v{result.champion} on {cfg.promote.metric} by >= "

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = {"loss"}
 METRICS = ("accuracy", "loss", "roc_auc", "f1")
+MOVES_ALIASES = ("first champion", "promoted", "forced")  # decisions that change @champion
 
 
 @dataclass
@@ -28,11 +29,8 @@ class Promotion:
     candidate: str
     champion: str | None          # before the decision
     decision: str                 # promoted, forced, refused, already champion
-    table: pd.DataFrame           # metrics side by side
-
-    @property
-    def moved(self) -> bool:
-        return self.decision in ("promoted", "forced", "first champion")
+    table: pd.DataFrame           # metrics side by side, one column per version
+    source_runs: dict[str, str]   # version -> the run that logged it
 
 
 def classification_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
@@ -70,7 +68,7 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
     champion = registry.alias_version(name, registry.CHAMPION)
     cand_v, champ_v = str(candidate.version), (str(champion.version) if champion else None)
     if cand_v == champ_v:
-        return Promotion(name, cand_v, champ_v, "already champion", pd.DataFrame())
+        return Promotion(name, cand_v, champ_v, "already champion", pd.DataFrame(), {})
 
     reviews = load_test_reviews(apply_sample(cfg, {"data.test_samples": settings.test_samples}))
     scores = {f"candidate v{cand_v}": score_version(name, cand_v, reviews)}
@@ -79,11 +77,12 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
     decision = _decide(scores, champ_v, settings, force)
     with registry.alias_lock(cfg.tracking.uri, name):
         _check_champion_unchanged(name, champ_v)
-        if decision in ("promoted", "forced", "first champion"):
+        if decision in MOVES_ALIASES:
             registry.move_champion(name, cand_v, champ_v)
     _record(name, cand_v, champ_v, scores, decision, settings.metric)
-    table = _table(scores, {cand_v: candidate, champ_v: champion})
-    return Promotion(name, cand_v, champ_v, decision, table)
+    table = pd.DataFrame(scores).rename(index={"test_reviews": "test reviews"})
+    sources = {cand_v: candidate.run_id, **({champ_v: champion.run_id} if champion else {})}
+    return Promotion(name, cand_v, champ_v, decision, table, sources)
 
 
 def _decide(scores: dict, champion: str | None, settings: DictConfig, force: bool) -> str:
@@ -116,12 +115,6 @@ def _record(name: str, cand_v: str, champ_v: str | None, scores: dict, decision:
         tags.update({f"promotion.champion_{k}": round(v, 6) for k, v in champ_scores.items()})
         registry.tag_version(name, champ_v, {f"promotion.{k}": round(v, 6) for k, v in champ_scores.items()})
     registry.tag_version(name, cand_v, tags)
-
-
-def _table(scores: dict, versions: dict) -> pd.DataFrame:
-    table = pd.DataFrame(scores).rename(index={"test_reviews": "test reviews"})
-    table.loc["source run"] = [versions[label.split(" v")[1]].run_id for label in scores]
-    return table
 
 
 def rollback(cfg: DictConfig) -> tuple[str, str] | None:

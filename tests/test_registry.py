@@ -32,6 +32,8 @@ def test_promotion_workflow(registry_store):
     assert _aliases() == {"champion": "2", "previous": "1"}
     assert better.table.loc["accuracy", "candidate v2"] > better.table.loc["accuracy", "champion v1"]
     assert better.table.loc["test reviews"].tolist() == [40.0, 40.0]  # same reviews for both
+    client = MlflowClient()
+    assert better.source_runs == {v: client.get_model_version(NAME, v).run_id for v in ("1", "2")}
     tags = MlflowClient().get_model_version(NAME, "2").tags
     assert tags["promotion.decision"] == "promoted" and tags["promotion.compared_with"] == "1"
     assert float(tags["promotion.accuracy"]) == pytest.approx(better.table.loc["accuracy", "candidate v2"], abs=1e-6)
