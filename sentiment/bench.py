@@ -119,37 +119,24 @@ def race(base: list[str], preset: Preset, workdir: Path) -> dict:
 
 
 def _race_one(cfg: DictConfig, preset: Preset) -> dict:
+    """One engine's search, then its best-so-far curve read back from the finished trial runs."""
     from sentiment.sweep import _engine
 
-    tracking.connect(cfg.tracking)
+    experiment_id = tracking.connect(cfg.tracking)
     data = load_data(cfg)
-    start = time.monotonic()
-    finished: list[tuple[float, float]] = []  # (seconds since start, val accuracy) per completed trial
-    original = tracking.log_keras_model
-
-    def stamp(model):  # called once per completed trial, right after training
-        finished.append((time.monotonic() - start, _val_accuracy(model, cfg, data)))
-        original(model)
-
-    tracking.log_keras_model = stamp
-    try:
-        with mlflow.start_run(run_name=f"race-{cfg.sweep.study_name}"):
-            outcome = _engine(cfg.sweep.engine).search(cfg, data)
-    finally:
-        tracking.log_keras_model = original
+    start_ms = time.time() * 1000
+    with mlflow.start_run(run_name=f"race-{cfg.sweep.study_name}") as parent:
+        outcome = _engine(cfg.sweep.engine).search(cfg, data)
+    trials = mlflow.search_runs(
+        [experiment_id], output_format="list", order_by=["attributes.end_time ASC"],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'FINISHED'")
     best, curve = 0.0, []
-    for seconds, accuracy in finished:
-        best = max(best, accuracy)
-        curve.append([round(seconds, 1), round(best, 4)])
-    return {"trials": outcome.counts, "wall_s": round(time.monotonic() - start, 1), "best_val_accuracy": best,
+    for run in trials:
+        best = max(best, run.data.metrics["best_val_accuracy"])
+        curve.append([round((run.info.end_time - start_ms) / 1000, 1), round(best, 4)])
+    return {"trials": outcome.counts, "wall_s": round(time.time() - start_ms / 1000, 1), "best_val_accuracy": best,
             "best_so_far": curve,
             "time_to": {f"{t:.2f}": next((s for s, acc in curve if acc >= t), None) for t in preset.targets}}
-
-
-def _val_accuracy(model, cfg, data) -> float:
-    from sentiment.train import evaluate
-
-    return evaluate(model, data.x_val, data.y_val, bucket_boundaries=cfg.data.bucket_boundaries)["accuracy"]
 
 
 def run_bench(preset_name: str = "small", budget_s: float | None = None, skip_race: bool = False) -> dict:

@@ -87,21 +87,12 @@ def cmd_sweep(args, cfg) -> int:
 
 
 def cmd_train(args, cfg) -> int:
-    import mlflow
-
     from sentiment import tracking
     from sentiment.data import load_data
-    from sentiment.train import train
-    from sentiment.trial import final_metrics
+    from sentiment.trial import run_tracked_trial
 
     experiment_id = tracking.connect(cfg.tracking)
-    data = load_data(cfg)
-    with mlflow.start_run(run_name="train", tags={"role": "train"}):
-        mlflow.log_params(tracking.config_params(cfg))
-        result = train(cfg, data, callbacks=[tracking.EpochMetricsCallback()], verbose=cfg.train.verbose)
-        mlflow.log_metrics(final_metrics(result.metrics))
-        tracking.log_keras_model(result.model)
-        mlflow.flush_async_logging()
+    result, _ = run_tracked_trial(cfg, load_data(cfg), {}, "train", {"role": "train"})
     for name, value in result.metrics.items():
         print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
     print(f"runs: {tracking.runs_table_url(cfg.tracking.uri, experiment_id)}  (make ui)")

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 def build_model(cfg: DictConfig, vocab_size: int) -> keras.Model:
     """Embedding -> LSTM -> Dense(relu, L2) -> Dropout -> Dense(sigmoid), compiled."""
     reg = cfg.regularizer
-    # Any length: batches may be trimmed to their longest review instead of sequence_length.
+    # Any length: length-bucketed batches are shorter than sequence_length (data.to_dataset).
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     # mask_zero: padding (id 0) is skipped by the LSTM instead of being read as words.
     x = keras.layers.Embedding(vocab_size, cfg.model.embedding_dim, mask_zero=True)(tokens)

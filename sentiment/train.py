@@ -27,7 +27,7 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None, verbose: int = 0) -> TrainResult:
+def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -> TrainResult:
     """Fit with early stopping on val_loss (best weights restored) and score the result."""
     keras.backend.clear_session()  # trials must not accumulate graph state or layer names
     keras.utils.set_random_seed(cfg.seed)
@@ -42,7 +42,7 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None, v
         epochs=cfg.train.max_epochs,
         callbacks=[keras.callbacks.TerminateOnNaN(), stopper, *(callbacks or [])],
         shuffle=False,  # the tf.data pipeline already shuffles, seeded
-        verbose=verbose,
+        verbose=0,  # progress is one log line per epoch (trial.EpochLog), not Keras's bars
     ).history
     _raise_if_diverged(history)
     val_scores = evaluate(model, data.x_val, data.y_val, cfg.data.batch_size, buckets)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # Settings that may change between invocations of one search without changing what it searches.
 RESUMABLE_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
                   "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
-                  "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256", "train.verbose")
+                  "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
 
 
 @dataclass
@@ -79,7 +79,9 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
                       tags: dict[str, str], callbacks: list | None = None,
                       on_start: Callable[[str], None] | None = None,
                       parent_run_id: str | None = None) -> tuple[TrainResult, str]:
-    """Train cfg with `sample` applied inside a nested run whose status tells what happened.
+    """Train cfg with `sample` applied inside a run whose status tells what happened.
+
+    Inside a sweep it is nested under the sweep's run; `make train` calls it with no run active.
 
     Completed: FINISHED. Pruned (optuna.TrialPruned): KILLED, tagged pruned. Anything else:
     FAILED, tagged with the error, and re-raised for the engine to record. A worker process
