@@ -27,19 +27,25 @@ PROMOTE_FLAGS := $(if $(VERSION),--version $(VERSION),) $(if $(filter 1 yes true
 PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep train promote rollback predict serve test bench ui server dashboard clean
+.PHONY: help install lock sweep train promote rollback predict serve test bench ui server dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: EXP=<experiments/NAME.yaml>  ENGINE=optuna|keras_tuner  ARGS=\"key=value ...\" (Hydra overrides)"
 
-$(STAMP): pyproject.toml
+UV_VERSION := 0.13.9
+# The environment is what uv.lock pins (`uv lock` after editing pyproject.toml); --frozen never
+# re-resolves, --inexact keeps uv itself in the venv.
+$(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv sync --quiet --frozen --inexact --extra dev --python $(BIN)/python
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project with its test tools
+install: $(STAMP) ## create .venv from uv.lock: the project with its test tools
+
+lock: $(STAMP) ## re-resolve uv.lock after a change to pyproject.toml
+	$(BIN)/uv lock
 
 $(CHROMEDRIVER):
 	$(SUDO) apt-get update -qq

@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 
 import mlflow
+import numpy as np
 from omegaconf import DictConfig
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 
 from sentiment.data import load_splits
+from sentiment.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
+
+TEST_PROBABILITY = "test_probability.npy"  # artifact: the champion is compared on the same reviews
 
 
 def _clean(text: str) -> str:
     return text.replace("<br />", " ")
 
 
-def log_baseline(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str, float]:
+def log_baseline(cfg: DictConfig, parent_run_id: str | None = None) -> np.ndarray:
     """TF-IDF of word 1-2 grams + logistic regression, fit on the same training split.
 
     Scored on validation, like the trials, and on the test set as a reference figure only:
-    nothing is selected with it.
+    nothing is selected with it. Returns its test probabilities (also kept on its run).
     """
     train, val, test, _ = load_splits(cfg)
     start = time.perf_counter()
@@ -36,15 +41,39 @@ def log_baseline(cfg: DictConfig, parent_run_id: str | None = None) -> dict[str,
     )
     model.fit(train.texts, train.labels)
     metrics = {"fit_seconds": time.perf_counter() - start}
+    probabilities = {}
     for name, split in (("val", val), ("test", test)):
-        probability = model.predict_proba(split.texts)[:, 1]
-        metrics[f"{name}_accuracy"] = accuracy_score(split.labels, probability >= 0.5)
-        metrics[f"{name}_auc"] = roc_auc_score(split.labels, probability)
+        probabilities[name] = model.predict_proba(split.texts)[:, 1]
+        metrics.update({f"{name}_{k}": v for k, v in classification_metrics(split.labels, probabilities[name]).items()})
     with mlflow.start_run(run_name="baseline-tfidf-logreg", nested=True, parent_run_id=parent_run_id,
                           tags={"role": "baseline", "sweep.study": cfg.sweep.study_name}):
         mlflow.log_params({"model": "tfidf(1-2 grams)+logistic_regression", "ngram_range": "1,2",
                            "C": 4.0, "data.train_samples": cfg.data.train_samples, "seed": cfg.seed})
         mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / TEST_PROBABILITY
+            np.save(path, probabilities["test"])
+            mlflow.log_artifact(str(path))
     log.info("baseline tf-idf + logistic regression: val accuracy %.4f (test %.4f)",
              metrics["val_accuracy"], metrics["test_accuracy"])
-    return metrics
+    return probabilities["test"]
+
+
+def find_baseline_run(experiment_id: str, study: str):
+    """The study's baseline run, if one was logged (one per study: resumed sweeps don't refit)."""
+    runs = mlflow.search_runs([experiment_id], output_format="list", max_results=1,
+                              filter_string=f"tags.role = 'baseline' and tags.`sweep.study` = '{study}'")
+    return runs[0] if runs else None
+
+
+def baseline_test_probability(experiment_id: str, study: str, n_test: int) -> np.ndarray | None:
+    """The stored test probabilities of the study's baseline, if they match the test reviews."""
+    run = find_baseline_run(experiment_id, study)
+    if run is None:
+        return None
+    try:
+        probability = np.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=TEST_PROBABILITY))
+    except Exception as err:  # an older baseline run without the artifact: no comparison, no failure
+        log.warning("baseline run %s has no usable %s (%s)", run.info.run_id, TEST_PROBABILITY, err)
+        return None
+    return probability if len(probability) == n_test else None

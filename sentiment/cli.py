@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # Schema set-up notes from MLflow's SQL store say nothing a user can act on.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # per-second word2vec progress
     try:
         if args.command == "bench":  # measures its own configs
             return cmd_bench(args)

@@ -15,6 +15,12 @@ from sentiment.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+# The choices of the categorical settings (the layers in serving.py implement them).
+TRUNCATION_SIDES = ("head", "tail", "head+tail")
+POOLING_MODES = ("last", "max", "mean", "max+mean")
+EMBEDDING_INITS = ("random", "word2vec")
+LR_SCHEDULES = ("constant", "cosine")
+FINAL_MODELS = ("best", "ensemble")
 # Keys an experiment may add rather than only change: new search dimensions.
 EXTENSIBLE_PREFIXES = ("sweep.space.",)
 
@@ -120,8 +126,21 @@ def _fraction(cfg: DictConfig, key: str, low_open: bool = False) -> None:
     _check(ok, key, value, "a number in (0, 1)" if low_open else "a number in [0, 1)")
 
 
+def _one_of(cfg: DictConfig, key: str, choices: tuple) -> None:
+    value = OmegaConf.select(cfg, key)
+    _check(value in choices, key, value, "one of " + ", ".join(map(str, choices)))
+
+
 def _validate_model(cfg: DictConfig) -> None:
-    for key in ("model.units", "model.embedding_dim", "model.dense_units"):
+    for key in ("model.units", "model.embedding_dim"):
+        _positive_int(cfg, key)
+    dense = cfg.model.dense_units
+    _check(_is_int(dense) and dense >= 0, "model.dense_units", dense, "an integer >= 0 (0: no hidden layer)")
+    _one_of(cfg, "model.pooling", POOLING_MODES)
+    _one_of(cfg, "model.embedding_init", EMBEDDING_INITS)
+    _check(isinstance(cfg.model.embedding_trainable, bool), "model.embedding_trainable",
+           cfg.model.embedding_trainable, "true or false")
+    for key in ("model.word2vec.window", "model.word2vec.negative", "model.word2vec.epochs"):
         _positive_int(cfg, key)
     _fraction(cfg, "regularizer.dropout")
     _fraction(cfg, "regularizer.recurrent_dropout")
@@ -138,6 +157,7 @@ def _validate_data(cfg: DictConfig) -> None:
     _check(train_samples is None or train_samples >= 10, "data.train_samples", train_samples,
            "null or at least 10 reviews (both classes in both splits)")
     _fraction(cfg, "data.val_fraction", low_open=True)
+    _one_of(cfg, "data.truncate", TRUNCATION_SIDES)
     for key in ("data.vocab_size", "data.sequence_length", "data.batch_size"):
         _positive_int(cfg, key)
     bounds = list(cfg.data.bucket_boundaries or [])
@@ -149,6 +169,7 @@ def _validate_train(cfg: DictConfig) -> None:
     _positive_int(cfg, "train.max_epochs")
     lr = cfg.train.learning_rate
     _check(_is_number(lr) and lr > 0, "train.learning_rate", lr, "a number > 0")
+    _one_of(cfg, "train.lr_schedule", LR_SCHEDULES)
     patience = cfg.train.early_stopping_patience
     _check(_is_int(patience) and patience >= 0, "train.early_stopping_patience", patience, "an integer >= 0")
 
@@ -172,6 +193,8 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _check(sweep.direction == expected, "sweep.direction", sweep.direction,
            f"{expected!r} for objective {sweep.objective}")
     _check(bool(sweep.study_name), "sweep.study_name", sweep.study_name, "a non-empty name")
+    _one_of(cfg, "sweep.final", FINAL_MODELS)
+    _positive_int(cfg, "sweep.ensemble_size")
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 

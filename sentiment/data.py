@@ -28,7 +28,11 @@ log = logging.getLogger(__name__)
 
 LABELS = {"neg": 0, "pos": 1}
 SPLITS = ("train", "test")
-CACHE_FORMAT = 2  # bump when the cached arrays change meaning (e.g. standardization)
+CACHE_FORMAT = 3  # bump when the cached arrays change meaning (e.g. standardization)
+# The data keys that change the vocabulary, and with it every token id (the cache keys follow).
+VOCABULARY_KEYS = ("train_samples", "val_fraction", "vocab_size")
+# ... and those that also change the arrays a model reads.
+ARRAY_KEYS = (*VOCABULARY_KEYS, "test_samples", "sequence_length", "truncate")
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "aclImdb_labeled.tar.gz"
 # Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
 warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -214,16 +218,19 @@ def load_test_reviews(cfg: DictConfig) -> Reviews:
 
 
 def make_vectorizer(data_cfg: DictConfig, vocabulary: list[str] | None = None):
+    """Raw text -> token ids of every word -> data.sequence_length ids from data.truncate's side.
+
+    Its first layer (the TextVectorization) alone gives a review's whole token stream.
+    """
     import keras
 
-    from sentiment.serving import standardize_review
+    from sentiment.serving import KeepTokens, standardize_review
 
-    return keras.layers.TextVectorization(
-        max_tokens=data_cfg.vocab_size,
-        output_sequence_length=data_cfg.sequence_length,
-        standardize=standardize_review,
-        vocabulary=vocabulary,
+    text_to_ids = keras.layers.TextVectorization(
+        max_tokens=data_cfg.vocab_size, standardize=standardize_review, vocabulary=vocabulary, name="text_to_ids"
     )
+    keep = KeepTokens(data_cfg.sequence_length, data_cfg.truncate, name="keep_tokens")
+    return keras.Sequential([text_to_ids, keep], name="vectorizer")
 
 
 def tokenize(cfg: DictConfig) -> TokenizedData:
@@ -232,20 +239,35 @@ def tokenize(cfg: DictConfig) -> TokenizedData:
 
     train, val, test, source = load_splits(cfg)
     vectorizer = make_vectorizer(cfg.data)
-    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train.texts).batch(1024))
+    text_to_ids = vectorizer.layers[0]
+    text_to_ids.adapt(tf.data.Dataset.from_tensor_slices(train.texts).batch(1024))
     ids = lambda r: _vectorize(vectorizer, r.texts)  # noqa: E731
     return TokenizedData(
         ids(train), train.labels, ids(val), val.labels, ids(test), test.labels,
-        [str(token) for token in vectorizer.get_vocabulary()], source,
+        [str(token) for token in text_to_ids.get_vocabulary()], source,
     )
 
 
+def token_streams(cfg: DictConfig, vocabulary: list[str]) -> Iterator[list[int]]:
+    """Every training review as its full list of token ids (no truncation, no padding)."""
+    train = load_splits(cfg)[0]
+    text_to_ids = make_vectorizer(cfg.data, vocabulary).layers[0]
+    for start in range(0, len(train), 1024):
+        for row in text_to_ids(train.texts[start:start + 1024]).numpy():
+            yield row[row > 0].tolist()
+
+
 def _vectorize(vectorizer, texts: list[str], batch: int = 2048) -> np.ndarray:
-    parts = [vectorizer(texts[i : i + batch]).numpy().astype("int32") for i in range(0, len(texts), batch)]
+    import tensorflow as tf
+
+    parts = [vectorizer(tf.constant(texts[i : i + batch])).numpy().astype("int32")
+             for i in range(0, len(texts), batch)]
     return np.concatenate(parts)
 
 
-def _cache_key(cfg: DictConfig, source: Path) -> str:
+def cache_key(cfg: DictConfig, keys: tuple[str, ...] = ARRAY_KEYS, **extra) -> str:
+    """Names what a cached file was computed from: the data file, the seed and `keys` of data."""
+    source = resolve_source(cfg.data)
     stat = source.stat()
     fields = {
         "format": CACHE_FORMAT,
@@ -253,7 +275,8 @@ def _cache_key(cfg: DictConfig, source: Path) -> str:
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "seed": cfg.seed,
-        **{k: cfg.data[k] for k in ("train_samples", "test_samples", "val_fraction", "vocab_size", "sequence_length")},
+        **{k: cfg.data[k] for k in keys},
+        **extra,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -263,13 +286,12 @@ _ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 def load_data(cfg: DictConfig) -> TokenizedData:
     """Tokenized arrays for this data config, computed once and reused from the disk cache."""
-    source = resolve_source(cfg.data)
-    path = cache_dir(cfg.data) / f"imdb-{_cache_key(cfg, source)}.npz"
+    path = cache_dir(cfg.data) / f"imdb-{cache_key(cfg)}.npz"
     cached = _read_cache(path)
     if cached is not None:
         log.info("using tokenized data cached at %s", path)
         return cached
-    log.info("tokenizing %s (cached afterwards at %s)", source, path)
+    log.info("tokenizing %s (cached afterwards at %s)", resolve_source(cfg.data), path)
     data = tokenize(cfg)
     _write_cache(path, data)
     return data

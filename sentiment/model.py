@@ -2,36 +2,75 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
+import numpy as np
 from omegaconf import DictConfig
 
+from sentiment.serving import MaskedPooling
 
-def build_model(cfg: DictConfig, vocab_size: int) -> keras.Model:
-    """Embedding -> LSTM -> Dense(relu, L2) -> Dropout -> Dense(sigmoid), compiled."""
-    reg = cfg.regularizer
+
+def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None = None,
+                steps_per_epoch: int | None = None) -> keras.Model:
+    """Embedding -> (Bi)LSTM -> last state or masked pooling -> [Dense relu] -> Dropout -> Dense(sigmoid).
+
+    `embeddings` (vocab_size x embedding_dim) initialise the Embedding when model.embedding_init
+    is word2vec; `steps_per_epoch` sizes the learning-rate schedule.
+    """
+    model_cfg, reg = cfg.model, cfg.regularizer
     # Any length: length-bucketed batches are shorter than sequence_length (data.to_dataset).
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    # mask_zero: padding (id 0) is skipped by the LSTM instead of being read as words.
-    x = keras.layers.Embedding(vocab_size, cfg.model.embedding_dim, mask_zero=True)(tokens)
+    # mask_zero: padding (id 0) is skipped by the LSTM and the pooling instead of being read as words.
+    embedding = keras.layers.Embedding(vocab_size, model_cfg.embedding_dim, mask_zero=True,
+                                       trainable=model_cfg.embedding_trainable, name="embedding")
+    x = embedding(tokens)
+    if embeddings is not None:
+        embedding.set_weights([embeddings])
     if reg.embedding_dropout > 0:  # drops whole embedding channels, not single values
         x = keras.layers.SpatialDropout1D(reg.embedding_dropout)(x)
-    lstm = keras.layers.LSTM(cfg.model.units, dropout=reg.dropout, recurrent_dropout=reg.recurrent_dropout)
-    x = (keras.layers.Bidirectional(lstm) if cfg.model.bidirectional else lstm)(x)
-    x = keras.layers.Dense(
-        cfg.model.dense_units, activation="relu", kernel_regularizer=keras.regularizers.L2(reg.l2)
-    )(x)
+    pooled = model_cfg.pooling != "last"
+    lstm = keras.layers.LSTM(model_cfg.units, dropout=reg.dropout, recurrent_dropout=reg.recurrent_dropout,
+                             return_sequences=pooled)
+    x = (keras.layers.Bidirectional(lstm) if model_cfg.bidirectional else lstm)(x)
+    if pooled:
+        x = MaskedPooling(model_cfg.pooling, name="pooling")(x)
+    l2 = keras.regularizers.L2(reg.l2)
+    if model_cfg.dense_units:
+        x = keras.layers.Dense(model_cfg.dense_units, activation="relu", kernel_regularizer=l2)(x)
     x = keras.layers.Dropout(reg.dropout)(x)
-    positive = keras.layers.Dense(1, activation="sigmoid", name="positive")(x)
+    # With no hidden Dense layer the L2 penalty sits on the output layer's kernel.
+    positive = keras.layers.Dense(1, activation="sigmoid", name="positive",
+                                  kernel_regularizer=None if model_cfg.dense_units else l2)(x)
     model = keras.Model(tokens, positive, name="lstm_sentiment")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg.train.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(cfg.train, steps_per_epoch)),
         loss="binary_crossentropy",
         metrics=["accuracy", keras.metrics.AUC(name="auc")],
     )
     return model
 
 
-def end_to_end(model: keras.Model, vectorizer: keras.layers.Layer) -> keras.Model:
-    """The trained model behind its TextVectorization: one raw review string per row."""
+def learning_rate(train_cfg: DictConfig, steps_per_epoch: int | None):
+    """A float for `constant`; for `cosine`, a decay to 0 over max_epochs (early stopping may cut it)."""
+    if train_cfg.lr_schedule == "constant" or not steps_per_epoch:
+        return train_cfg.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        train_cfg.learning_rate, decay_steps=max(1, math.ceil(steps_per_epoch * train_cfg.max_epochs))
+    )
+
+
+def end_to_end(model: keras.Model, vectorizer: keras.layers.Layer, name: str = "review_sentiment") -> keras.Model:
+    """The trained model behind its vectorizer: one raw review string per row."""
     text = keras.Input(shape=(1,), dtype="string", name="text")
-    return keras.Model(text, model(vectorizer(text)), name="review_sentiment")
+    return keras.Model(text, model(vectorizer(text)), name=name)
+
+
+def ensemble(members: list[keras.Model]) -> keras.Model:
+    """One raw-text model whose probability is the mean of its members' (end-to-end models with
+    distinct names)."""
+    if len(members) == 1:
+        return members[0]
+    text = keras.Input(shape=(1,), dtype="string", name="text")
+    mean = keras.layers.Average(name="ensemble_mean")([member(text) for member in members])
+    return keras.Model(text, mean, name=f"review_sentiment_ensemble_{len(members)}")

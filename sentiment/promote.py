@@ -9,17 +9,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
 from sentiment import registry, tracking
 from sentiment.config import apply_sample
 from sentiment.data import Reviews, load_test_reviews
 from sentiment.errors import TrackingError
+from sentiment.metrics import LOWER_IS_BETTER, METRICS, classification_metrics
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = {"loss"}
-METRICS = ("accuracy", "loss", "roc_auc", "f1")
 MOVES_ALIASES = ("first champion", "promoted", "forced")  # decisions that change @champion
 
 
@@ -33,21 +31,10 @@ class Promotion:
     source_runs: dict[str, str]   # version -> the run that logged it
 
 
-def classification_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
-    predicted = (probability >= 0.5).astype(int)
-    return {
-        "accuracy": accuracy_score(labels, predicted),
-        "loss": log_loss(labels, np.clip(probability, 1e-7, 1 - 1e-7), labels=[0, 1]),
-        "roc_auc": roc_auc_score(labels, probability),
-        "f1": f1_score(labels, predicted),
-        "test_reviews": float(len(labels)),
-    }
-
-
 def score_version(model_name: str, version: str, reviews: Reviews) -> dict[str, float]:
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     probability = model.predict(pd.DataFrame({"text": reviews.texts}))["probability"].to_numpy()
-    return classification_metrics(reviews.labels, probability)
+    return {**classification_metrics(reviews.labels, probability), "test_reviews": float(len(reviews.labels))}
 
 
 def is_better(candidate: dict, champion: dict, metric: str, margin: float) -> bool:

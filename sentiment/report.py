@@ -9,7 +9,7 @@ import mlflow
 import optuna
 import pandas as pd
 
-from sentiment.trial import BestTrial, SearchOutcome
+from sentiment.trial import SearchOutcome
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,18 @@ def optuna_trials_table(study: optuna.Study) -> pd.DataFrame:
     return frame.sort_values("value", ascending=ascending, na_position="last").reset_index(drop=True)
 
 
-def log_outcome(outcome: SearchOutcome, study_name: str, objective: str) -> None:
-    """All trials as CSV, counts, the best params and a markdown summary, on the active run."""
+def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluation=None) -> None:
+    """All trials as CSV/JSON, counts, the best params and a markdown summary on the active run;
+    the summary is also the run's description (the top of its page in the UI)."""
     mlflow.log_text(outcome.table.to_csv(index=False), "trials.csv")
     mlflow.log_text(outcome.table.to_json(orient="records", indent=1, default_handler=str), "trials.json")
     mlflow.log_metrics({f"trials_{k}": v for k, v in outcome.counts.items()})
     if outcome.best is not None:
         mlflow.log_dict(outcome.best.params, "best_params.json")
         mlflow.log_metrics({f"best_{k}": v for k, v in outcome.best.val_metrics.items()})
-    mlflow.log_text(summary_markdown(outcome, study_name, objective), "summary.md")
+    summary = summary_markdown(outcome, study_name, objective, evaluation)
+    mlflow.log_text(summary, "summary.md")
+    mlflow.set_tag("mlflow.note.content", summary.split("## Trials")[0])
 
 
 def log_optuna_plots(study: optuna.Study) -> None:
@@ -71,19 +74,25 @@ def log_optuna_plots(study: optuna.Study) -> None:
             log.warning("could not draw %s: %s", name, err)
 
 
-def log_test_evaluation(labels, probability) -> None:
-    """Confusion matrix and ROC curve of the chosen model on the test set, as PNGs."""
+def log_evaluation(evaluation) -> None:
+    """The final model's val and test metrics, the baseline's beside them, and the test-set plots."""
+    mlflow.log_metrics({f"final_val_{k}": v for k, v in evaluation.val_metrics.items()})
+    mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.test_metrics.items()})
+    mlflow.log_metrics({f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()})
+    mlflow.log_text(evaluation.by_length.to_csv(index=False), "evaluation/accuracy_by_length.csv")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
+    labels, probability = evaluation.final.test_labels, evaluation.final.test_probability
     predicted = (probability >= 0.5).astype(int)
     for name, draw in (
         ("confusion_matrix", lambda ax: ConfusionMatrixDisplay.from_predictions(
             labels, predicted, display_labels=["negative", "positive"], ax=ax, colorbar=False)),
-        ("roc_curve", lambda ax: RocCurveDisplay.from_predictions(labels, probability, ax=ax, name="best model")),
+        ("roc_curve", lambda ax: RocCurveDisplay.from_predictions(labels, probability, ax=ax, name="final model")),
+        ("accuracy_by_length", lambda ax: _plot_by_length(evaluation.by_length, ax)),
     ):
         figure, ax = plt.subplots(figsize=(5, 4))
         draw(ax)
@@ -93,7 +102,15 @@ def log_test_evaluation(labels, probability) -> None:
         plt.close(figure)
 
 
-def summary_markdown(outcome: SearchOutcome, study_name: str, objective: str) -> str:
+def _plot_by_length(by_length: pd.DataFrame, ax) -> None:
+    models = [c for c in by_length.columns if c not in ("bucket", "words", "reviews")]
+    by_length.plot.bar(x="words", y=models, ax=ax, rot=0)
+    ax.set_xlabel("review length (words), by quarter")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(max(0.0, by_length[models].to_numpy().min() - 0.05), 1.0)
+
+
+def summary_markdown(outcome: SearchOutcome, study_name: str, objective: str, evaluation=None) -> str:
     counts = ", ".join(f"{v} {k}" for k, v in outcome.counts.items())
     lines = [f"# Sweep `{study_name}` ({outcome.engine})", "", f"Trials: {counts}.", ""]
     if outcome.best is not None:
@@ -103,10 +120,37 @@ def summary_markdown(outcome: SearchOutcome, study_name: str, objective: str) ->
                   "| param | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in best.params.items()]
         lines.append("")
+    if evaluation is not None:
+        lines += evaluation_markdown(evaluation)
     lines += ["## Trials", "", "```", outcome.table.to_string(index=False), "```"]
     return "\n".join(lines) + "\n"
 
 
-def version_description(study: str, best: BestTrial, test_metrics: dict[str, float]) -> str:
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in {**best.val_metrics, **test_metrics}.items())
-    return f"Best trial {best.trial_id} of sweep {study} (trial run {best.run_id}). {metrics}. Params: {best.params}."
+def evaluation_markdown(evaluation) -> list[str]:
+    final = evaluation.final
+    runs = ", ".join(f"trial {m.trial_id} (`{m.run_id}`)" for m in final.members)
+    lines = [f"## Final model: {final.kind}", "", f"Members: {runs}.", "",
+             "| metric | final model (val) | final model (test) | baseline (test) |", "|---|---:|---:|---:|"]
+    for metric, test_value in evaluation.test_metrics.items():
+        baseline = evaluation.baseline_metrics.get(metric)
+        lines.append(f"| {metric} | {evaluation.val_metrics[metric]:.4f} | {test_value:.4f} | "
+                     + (f"{baseline:.4f} |" if baseline is not None else "- |"))
+    lines += ["", f"Test accuracy by review length ({len(final.test_probability)} test reviews):", "",
+              *markdown_table(evaluation.by_length), ""]
+    return lines
+
+
+def markdown_table(frame: pd.DataFrame) -> list[str]:
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
+    rows += [" | ".join(cell(v) for v in row) for row in frame.itertuples(index=False)]
+    return [f"| {row} |" for row in rows]
+
+
+def version_description(study: str, evaluation) -> str:
+    final = evaluation.final
+    test = ", ".join(f"test {k} {v:.4f}" for k, v in evaluation.test_metrics.items())
+    baseline = evaluation.baseline_metrics.get("accuracy")
+    versus = f" (baseline test accuracy {baseline:.4f})" if baseline is not None else ""
+    trials = ", ".join(f"{m.trial_id} (run {m.run_id})" for m in final.members)
+    return f"{final.kind.capitalize()} of sweep {study}: trials {trials}. {test}{versus}."

@@ -108,7 +108,7 @@ def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
     tuner = TrackedTuner(cfg, data, oracle=make_oracle(cfg), directory=str(directory),
                          project_name=cfg.sweep.study_name, overwrite=False)
     tuner.search()
-    return SearchOutcome("keras_tuner", trials_table(tuner), _best(tuner), _counts(tuner))
+    return SearchOutcome("keras_tuner", trials_table(tuner), ranked(tuner), _counts(tuner))
 
 
 def _check_fingerprint(project: Path, fingerprint: str) -> None:
@@ -137,14 +137,17 @@ def trials_table(tuner: TrackedTuner) -> pd.DataFrame:
     return frame.sort_values("value", ascending=ascending, na_position="last").reset_index(drop=True)
 
 
-def _best(tuner: TrackedTuner) -> BestTrial | None:
-    best = tuner.oracle.get_best_trials(1)
-    if not best or best[0].trial_id not in tuner.run_ids:
-        return None
-    trial = best[0]
+def ranked(tuner: TrackedTuner) -> list[BestTrial]:
+    """Completed trials with a tracked run, best objective first."""
+    best_first = tuner.oracle.get_best_trials(len(tuner.oracle.trials))
+    return [_as_best_trial(trial, tuner.run_ids[trial.trial_id]) for trial in best_first
+            if trial.status == "COMPLETED" and trial.trial_id in tuner.run_ids]
+
+
+def _as_best_trial(trial, run_id: str) -> BestTrial:
     params = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith(_BOOKKEEPING)}
     val = {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics if name.startswith("val_")}
-    return BestTrial(trial.trial_id, tuner.run_ids[trial.trial_id], params, val)
+    return BestTrial(trial.trial_id, run_id, params, val)
 
 
 def _counts(tuner: TrackedTuner) -> dict[str, int]:

@@ -149,15 +149,15 @@ def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
     """Run what is missing, then summarize the whole study on the active (parent) run."""
     study = run_trials(cfg, data)
     report.log_optuna_plots(study)
-    return SearchOutcome("optuna", report.optuna_trials_table(study), _best(study), _counts(study))
+    return SearchOutcome("optuna", report.optuna_trials_table(study), ranked(study), _counts(study))
 
 
-def _best(study: optuna.Study) -> BestTrial | None:
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return None
-    best = study.best_trial
-    val = {k: v for k, v in best.user_attrs.items() if k.startswith("val_")}
-    return BestTrial(str(best.number), best.user_attrs["mlflow_run_id"], best.params, val)
+def ranked(study: optuna.Study) -> list[BestTrial]:
+    """Completed trials, best objective first."""
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    completed.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    return [BestTrial(str(t.number), t.user_attrs["mlflow_run_id"], t.params,
+                      {k: v for k, v in t.user_attrs.items() if k.startswith("val_")}) for t in completed]
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """The served model: raw review text in, probability of a positive review out.
 
 MLflow logs this file as a "model from code", so it must stay self-contained: it imports
-only libraries listed in the model's requirements, never the rest of this package. The
-training code imports `standardize_review` from here so both sides clean text the same way.
+only libraries listed in the model's requirements, never the rest of this package. It also
+defines the custom pieces a saved model is made of (text standardization, token truncation,
+masked pooling): the training code imports them from here, so training and serving share them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,75 @@ def standardize_review(text: tf.Tensor) -> tf.Tensor:
     text = tf.strings.lower(text)
     text = tf.strings.regex_replace(text, r"<br\s*/?>", " ")
     return tf.strings.regex_replace(text, _PUNCTUATION, " ")
+
+
+@keras.saving.register_keras_serializable(package="sentiment", name="KeepTokens")
+class KeepTokens(keras.layers.Layer):
+    """Cut padded token ids (padding 0 only trails) to `length`, keeping the review's head,
+    its tail, or half of each. Shorter reviews stay whole; the output is padded at the end.
+
+    IMDb reviewers tend to state their verdict last, so which side is kept matters.
+    """
+
+    def __init__(self, length: int, side: str = "tail", **kwargs):
+        super().__init__(**kwargs)
+        if side not in ("head", "tail", "head+tail"):  # config.py validates data.truncate for users
+            raise ValueError(f"unknown truncation side {side!r}")
+        self.length, self.side = int(length), side
+
+    def call(self, ids):
+        ids = tf.pad(ids, [[0, 0], [0, 1]])  # at least one column, even for empty reviews
+        n = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)[:, tf.newaxis]  # review lengths
+        j = tf.range(self.length, dtype=tf.int32)[tf.newaxis, :]
+        if self.side == "head":
+            source = j + 0 * n
+        elif self.side == "tail":
+            source = j + tf.maximum(n - self.length, 0)
+        else:
+            head = self.length // 2
+            source = tf.where((n <= self.length) | (j < head), j, n - self.length + j)
+        valid = source < n
+        source = tf.minimum(source, tf.shape(ids)[1] - 1)
+        return tf.where(valid, tf.gather(ids, source, batch_dims=1), tf.zeros_like(source, dtype=ids.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.length)
+
+    def get_config(self):
+        return {**super().get_config(), "length": self.length, "side": self.side}
+
+
+@keras.saving.register_keras_serializable(package="sentiment", name="MaskedPooling")
+class MaskedPooling(keras.layers.Layer):
+    """Max, mean or both (concatenated) over time steps, ignoring masked (padding) steps."""
+
+    def __init__(self, mode: str = "max+mean", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("max", "mean", "max+mean"):  # config.py validates model.pooling for users
+            raise ValueError(f"unknown pooling mode {mode!r}")
+        self.mode = mode
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            mask = tf.ones(tf.shape(inputs)[:2], dtype=tf.bool)
+        keep = tf.cast(mask, inputs.dtype)[:, :, tf.newaxis]
+        pooled = []
+        if "max" in self.mode:  # a padded step can never be the maximum; an empty review gives 0
+            highest = tf.reduce_max(inputs + (keep - 1.0) * 1e9, axis=1)
+            pooled.append(tf.where(tf.reduce_any(mask, axis=1)[:, tf.newaxis], highest, 0.0))
+        if "mean" in self.mode:
+            pooled.append(tf.reduce_sum(inputs * keep, axis=1) / tf.maximum(tf.reduce_sum(keep, axis=1), 1.0))
+        return tf.concat(pooled, axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # one vector per review: nothing left to mask
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1] * (2 if self.mode == "max+mean" else 1))
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 def reviews_from_input(model_input) -> list[str]:

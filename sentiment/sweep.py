@@ -1,4 +1,4 @@
-"""A sweep: one parent MLflow run around a search engine, then the best model registered."""
+"""A sweep: one parent MLflow run around a search engine, then its final model evaluated and registered."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import logging
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import registry, report, tracking
-from sentiment.baseline import log_baseline
-from sentiment.data import TokenizedData, load_data, make_vectorizer
-from sentiment.model import end_to_end
-from sentiment.train import evaluate, predict_proba
-from sentiment.trial import BestTrial, SearchOutcome
+from sentiment.baseline import baseline_test_probability, find_baseline_run, log_baseline
+from sentiment.data import load_data, load_test_reviews
+from sentiment.final_model import FinalModel, build_final_model, select_members
+from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
+from sentiment.trial import SearchOutcome
 from sentiment.workers import check_shareable, run_workers
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,17 @@ class SweepResult:
     parent_run_id: str
     experiment_id: str
     registered_version: str | None
+
+
+@dataclass
+class Evaluation:
+    """The final model and the baseline on the same test reviews."""
+
+    final: FinalModel
+    val_metrics: dict[str, float]       # the final model on validation (what selection saw)
+    test_metrics: dict[str, float]      # the final model on the test set, computed once
+    baseline_metrics: dict[str, float]  # the baseline on the same test reviews; empty if none
+    by_length: "pd.DataFrame"           # noqa: F821  accuracy per review-length quarter
 
 
 def _engine(name: str):
@@ -40,7 +52,7 @@ def _engine(name: str):
 
 
 def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
-    """Run the trials the search still misses, log its summary and register its best model.
+    """Run the trials the search still misses, log its summary and register its final model.
 
     With workers > 1, that many processes share the study and log their trials under this
     invocation's parent run; this process then summarizes and registers.
@@ -52,13 +64,13 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     try:
         mlflow.log_params({"sweep.n_trials": cfg.sweep.n_trials, "sweep.objective": cfg.sweep.objective,
                            "sweep.space": json.dumps(OmegaConf.to_container(cfg.sweep.space))})
-        if cfg.sweep.baseline and not _has_baseline(parent.info.experiment_id, cfg.sweep.study_name):
+        if cfg.sweep.baseline and find_baseline_run(experiment_id, cfg.sweep.study_name) is None:
             log_baseline(cfg)
         if workers > 1:
             run_workers(cfg, workers, parent.info.run_id)
         outcome = _engine(cfg.sweep.engine).search(cfg, data)
-        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective)
-        version = register_best(cfg, outcome.best, data)
+        version, evaluation = register_final(cfg, outcome, experiment_id)
+        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation)
     except BaseException:
         _end_parent_quietly("FAILED")
         raise
@@ -74,13 +86,6 @@ def _end_parent_quietly(status: str) -> None:
         log.warning("could not end the sweep run (%s); the next sweep will", tracking.short_error(err))
 
 
-def _has_baseline(experiment_id: str, study: str) -> bool:
-    """One baseline per study: resumed sweeps don't fit it again."""
-    runs = mlflow.search_runs([experiment_id], output_format="list", max_results=1,
-                              filter_string=f"tags.role = 'baseline' and tags.`sweep.study` = '{study}'")
-    return bool(runs)
-
-
 def _parent_tags(cfg: DictConfig) -> dict[str, str]:
     engine = cfg.sweep.engine
     algorithm = cfg.sweep.algorithm or ("tpe" if engine == "optuna" else "hyperband")
@@ -88,28 +93,50 @@ def _parent_tags(cfg: DictConfig) -> dict[str, str]:
             "sweep.algorithm": algorithm}
 
 
-def register_best(cfg: DictConfig, best: BestTrial | None, data: TokenizedData) -> str | None:
-    """Test-evaluate the best trial's model once and register it as a raw-text model version."""
-    if best is None:
+def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str) -> tuple[str | None, Evaluation | None]:
+    """Build the final model from the best trials, evaluate it once on test, register it."""
+    members = select_members(cfg, outcome)
+    if not members:
         log.warning("no completed trial: nothing to register")
-        return None
+        return None, None
     model_name, study = cfg.tracking.model_name, cfg.sweep.study_name
-    existing = registry.find_version(model_name, study=study, trial_run_id=best.run_id)
+    member_runs = ",".join(m.run_id for m in members)
+    existing = registry.find_version(model_name, study=study, member_run_ids=member_runs)
     if existing is not None:
-        log.info("best trial %s is already %s version %s", best.trial_id, model_name, existing.version)
-        return str(existing.version)
-    trained = tracking.load_keras_model(best.run_id)
-    test_scores = evaluate(trained, data.x_test, data.y_test, bucket_boundaries=cfg.data.bucket_boundaries)
-    test_metrics = {f"test_{k}": v for k, v in test_scores.items()}
-    mlflow.log_metrics(test_metrics)
-    report.log_test_evaluation(data.y_test, predict_proba(trained, data.x_test))
-    text_model = end_to_end(trained, make_vectorizer(cfg.data, data.vocabulary))
-    info = tracking.log_text_model(text_model, registered_model_name=model_name)
+        log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
+        return str(existing.version), None
+    evaluation = evaluate_final(cfg, build_final_model(cfg, members), experiment_id)
+    report.log_evaluation(evaluation)
+    info = tracking.log_text_model(evaluation.final.text_model, registered_model_name=model_name)
     version = str(info.registered_model_version)
-    tags = {"study": study, "engine": cfg.sweep.engine, "trial_number": best.trial_id,
-            "trial_run_id": best.run_id, "test_samples": len(data.y_test), **best.val_metrics, **test_metrics}
+    best = members[0]
+    tags = {"study": study, "engine": cfg.sweep.engine, "final_model": evaluation.final.kind,
+            "trial_number": best.trial_id, "trial_run_id": best.run_id, "member_run_ids": member_runs,
+            "test_samples": len(evaluation.final.test_probability),
+            **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
+            **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},
+            **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()}}
     registry.tag_version(model_name, version, tags)
-    registry.describe_version(model_name, version, report.version_description(study, best, test_metrics))
-    log.info("registered %s version %s (trial %s, test accuracy %.4f)",
-             model_name, version, best.trial_id, test_metrics["test_accuracy"])
-    return version
+    registry.describe_version(model_name, version, report.version_description(study, evaluation))
+    log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version,
+             evaluation.final.kind, evaluation.test_metrics["accuracy"])
+    return version, evaluation
+
+
+def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str) -> Evaluation:
+    """Score the final model (and the baseline, from its stored probabilities) on the same reviews."""
+    data = load_data(cfg)
+    test_reviews = load_test_reviews(cfg)
+    if not np.array_equal(test_reviews.labels, data.y_test):
+        raise RuntimeError("test reviews and token ids disagree: clear the token cache")  # never expected
+    probabilities = {"final model": final.test_probability}
+    baseline = baseline_test_probability(experiment_id, cfg.sweep.study_name, len(data.y_test))
+    if baseline is not None:
+        probabilities["baseline"] = baseline
+    return Evaluation(
+        final=final,
+        val_metrics=classification_metrics(data.y_val, final.val_probability),
+        test_metrics=classification_metrics(data.y_test, final.test_probability),
+        baseline_metrics=classification_metrics(data.y_test, baseline) if baseline is not None else {},
+        by_length=accuracy_by_length(data.y_test, word_counts(test_reviews.texts), **probabilities),
+    )

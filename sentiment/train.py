@@ -31,7 +31,8 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
     """Fit with early stopping on val_loss (best weights restored) and score the result."""
     keras.backend.clear_session()  # trials must not accumulate graph state or layer names
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg, vocab_size=len(data.vocabulary))
+    model = build_model(cfg, vocab_size=len(data.vocabulary), embeddings=initial_embeddings(cfg, data),
+                        steps_per_epoch=steps_per_epoch(cfg, len(data.x_train)))
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=cfg.train.early_stopping_patience, restore_best_weights=True
     )
@@ -52,6 +53,19 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
     return TrainResult(model, metrics, history)
 
 
+def initial_embeddings(cfg: DictConfig, data: TokenizedData) -> np.ndarray | None:
+    if cfg.model.embedding_init == "random":
+        return None
+    from sentiment.embeddings import embedding_matrix
+
+    return embedding_matrix(cfg, data.vocabulary)
+
+
+def steps_per_epoch(cfg: DictConfig, n_reviews: int) -> int:
+    # Length buckets flush one partial batch each, hence the extra steps.
+    return math.ceil(n_reviews / cfg.data.batch_size) + len(cfg.data.bucket_boundaries or [])
+
+
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
              bucket_boundaries: list[int] | None = None) -> dict[str, float]:
     """loss, accuracy and auc of model on (x, y)."""
@@ -60,9 +74,19 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
     return {name: float(value) for name, value in scores.items()}
 
 
-def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Probability of a positive review for each row of token ids."""
-    return model.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
+def predict_proba(model: keras.Model, x: np.ndarray, bucket_boundaries: list[int] | None = None,
+                  batch_size: int = 256) -> np.ndarray:
+    """Probability of a positive review per row, in row order. Rows are grouped by length bucket
+    and cut to its bound: far less padding than the full length, and one graph per bucket."""
+    lengths = np.maximum((x > 0).sum(axis=1), 1)
+    bounds = [b for b in (bucket_boundaries or []) if b < x.shape[1]] + [x.shape[1]]
+    bucket = np.searchsorted(bounds, lengths)  # index of the first bound >= length
+    probability = np.empty(len(x), dtype="float64")
+    for index, bound in enumerate(bounds):
+        rows = np.flatnonzero(bucket == index)
+        if len(rows):
+            probability[rows] = model.predict(x[rows, :bound], batch_size=batch_size, verbose=0).reshape(-1)
+    return probability
 
 
 def _raise_if_diverged(history: dict[str, list[float]]) -> None:

@@ -37,12 +37,16 @@ class BestTrial:
 
 @dataclass
 class SearchOutcome:
-    """What an engine hands back: every trial as a table, and the best completed one."""
+    """What an engine hands back: every trial as a table, and the completed ones best first."""
 
     engine: str
     table: pd.DataFrame
-    best: BestTrial | None
+    ranked: list[BestTrial]
     counts: dict[str, int] = field(default_factory=dict)  # complete / pruned / failed
+
+    @property
+    def best(self) -> BestTrial | None:
+        return self.ranked[0] if self.ranked else None
 
 
 def config_fingerprint(cfg: DictConfig) -> str:

@@ -16,11 +16,16 @@ def _corners(space):
     return [dict(combo) for combo in itertools.product(*edges)]
 
 
+def _lstm(model):
+    layer = next(layer for layer in model.layers if isinstance(layer, (keras.layers.LSTM, keras.layers.Bidirectional)))
+    return layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+
+
 def test_model_builds_at_every_corner_of_the_search_space(tiny_cfg):
     x = np.random.default_rng(0).integers(0, 100, size=(3, tiny_cfg.data.sequence_length))
     for sample in _corners(tiny_cfg.sweep.space):
         model = build_model(apply_sample(tiny_cfg, sample), vocab_size=100)
-        lstm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LSTM))
+        lstm = _lstm(model)
         assert lstm.units == sample["model.units"]
         assert lstm.recurrent_dropout == pytest.approx(sample["regularizer.recurrent_dropout"])
         probs = model.predict(x, verbose=0)

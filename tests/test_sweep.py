@@ -59,7 +59,8 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"trials.csv", "trials.json", "summary.md", "best_params.json", "plots", "evaluation"} <= artifacts
     pictures = {a.path for a in client.list_artifacts(result.parent_run_id, "evaluation")}
-    assert pictures == {"evaluation/confusion_matrix.png", "evaluation/roc_curve.png"}
+    assert pictures == {f"evaluation/{name}" for name in ("confusion_matrix.png", "roc_curve.png",
+                                                          "accuracy_by_length.png", "accuracy_by_length.csv")}
     assert 0 <= parent.data.metrics["test_accuracy"] <= 1
 
 

@@ -1,0 +1,43 @@
+"""How a classifier is scored: one definition for the sweep, the baseline and promotion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+METRICS = ("accuracy", "loss", "roc_auc", "f1")
+LOWER_IS_BETTER = {"loss"}
+LENGTH_BUCKETS = ("shortest quarter", "second quarter", "third quarter", "longest quarter")
+
+
+def classification_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+    """accuracy, loss (log loss), roc_auc and f1 of positive-class probabilities (threshold 0.5)."""
+    predicted = (probability >= 0.5).astype(int)
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "loss": float(log_loss(labels, np.clip(probability, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "roc_auc": float(roc_auc_score(labels, probability)),
+        "f1": float(f1_score(labels, predicted)),
+    }
+
+
+def word_counts(texts: list[str]) -> np.ndarray:
+    return np.array([len(text.split()) for text in texts])
+
+
+def accuracy_by_length(labels: np.ndarray, lengths: np.ndarray, **probabilities: np.ndarray) -> pd.DataFrame:
+    """Accuracy of each named model per review-length quarter (same reviews for every model)."""
+    edges = np.quantile(lengths, [0.25, 0.5, 0.75])
+    bucket = np.searchsorted(edges, lengths, side="right")
+    rows = []
+    for index, name in enumerate(LENGTH_BUCKETS):
+        members = bucket == index
+        if not members.any():
+            continue
+        row = {"bucket": name, "words": f"{lengths[members].min()}-{lengths[members].max()}",
+               "reviews": int(members.sum())}
+        for model, probability in probabilities.items():
+            row[model] = float(accuracy_score(labels[members], probability[members] >= 0.5))
+        rows.append(row)
+    return pd.DataFrame(rows)
