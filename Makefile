@@ -8,26 +8,29 @@ EXP ?=
 ARGS ?=
 PORT ?= 5000
 SERVE_PORT ?= 5001
-TRACKING_URI ?= sqlite:///mlflow.db
-STORAGE ?= sqlite:///optuna.db
+# Stores, model name and the rest come from the Hydra config (conf/, EXP, ARGS) in every target.
+STORAGE ?=
 DASHBOARD_PORT ?= 8080
 SERVER_PORT ?= 5005
 SERVER_DB ?= postgresql://postgres@127.0.0.1:5432/sentiment_mlflow
 # The browser test drives Debian's Chromium; installed once, as root or through sudo.
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-MODEL_NAME ?= imdb-sentiment
 WORKERS ?= 1
-# Several local workers share a journal file unless STORAGE names a database (postgresql://...).
-SHARED_STORAGE = $(if $(filter-out sqlite%,$(STORAGE)),$(STORAGE),journal:optuna.journal)
+# STORAGE=... is short for ARGS="sweep.storage=..."; several local workers share a journal file
+# unless STORAGE names a database (postgresql://...).
+SHARED_STORAGE = $(or $(STORAGE),journal:optuna.journal)
 EXP_FLAG := $(if $(EXP),--experiment $(EXP),) $(if $(ENGINE),sweep.engine=$(ENGINE),)
-WORKER_FLAGS := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS) sweep.storage=$(SHARED_STORAGE),)
+WORKER_FLAGS := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS) sweep.storage=$(SHARED_STORAGE),$(if $(STORAGE),sweep.storage=$(STORAGE),))
 PROMOTE_FLAGS := $(if $(VERSION),--version $(VERSION),) $(if $(filter 1 yes true,$(FORCE)),--force,)
-# The shell reads TEXT/FILE from the environment, so quotes inside a review survive.
-PREDICT_FLAGS := $(if $(TEXT),--text "$$TEXT",) $(if $(FILE),--file "$$FILE",)
+# A review reaches the CLI unchanged: make would expand `$5` in TEXT, so the recipe reads the raw
+# value ($(value ...)) from the environment, where quotes and backslashes survive as well.
+export REVIEW_TEXT := $(value TEXT)
+export REVIEW_FILE := $(value FILE)
+PREDICT_FLAGS := $(if $(value TEXT),--text "$$REVIEW_TEXT",) $(if $(value FILE),--file "$$REVIEW_FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock sweep train promote rollback predict serve test bench ui server dashboard clean
+.PHONY: help install lock sweep train promote rollback predict serve test test-fast bench ui server dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,18 +70,19 @@ predict: $(STAMP) ## label reviews with @champion: TEXT="...", FILE=reviews.txt,
 	$(BIN)/python -m sentiment predict $(PREDICT_FLAGS) $(ARGS)
 
 serve: $(STAMP) ## REST server for @champion on 127.0.0.1 (SERVE_PORT=5001; POST /invocations)
-	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m "models:/$(MODEL_NAME)@champion" \
-		--host 127.0.0.1 --port $(SERVE_PORT) --env-manager local
+	$(BIN)/python -m sentiment serve --port $(SERVE_PORT) $(EXP_FLAG) $(ARGS)
 
-test: $(STAMP) $(CHROMEDRIVER) ## the test suite (tiny generated data, one small real-data test, a browser test)
+test: $(STAMP) $(CHROMEDRIVER) ## the whole test suite, as CI runs it (tiny generated data, real servers, a browser)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser (under a minute)
+	$(BIN)/python -m pytest -q -m "not sweeps and not slow and not integration" $(ARGS)
 
 bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s)
 	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),)
 
-ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the local store
-	@echo "runs table: http://127.0.0.1:$(PORT)/#/experiments/1/runs"
-	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(PORT)
+ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the configured store, e.g. ARGS="tracking.uri=sqlite:///other.db"
+	$(BIN)/python -m sentiment ui --port $(PORT) $(EXP_FLAG) $(ARGS)
 
 server: $(STAMP) ## MLflow tracking server on 127.0.0.1 (SERVER_PORT=5005), PostgreSQL store, local artifacts
 	$(BIN)/python -c "from sentiment.storage import create_database_if_missing; create_database_if_missing('$(SERVER_DB)')"
@@ -86,8 +90,8 @@ server: $(STAMP) ## MLflow tracking server on 127.0.0.1 (SERVER_PORT=5005), Post
 		--artifacts-destination $(CURDIR)/mlartifacts-server --host 127.0.0.1 --port $(SERVER_PORT)
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1 (DASHBOARD_PORT=8080)
-	@$(BIN)/python -c "import optuna_dashboard" 2>/dev/null || $(BIN)/pip install --quiet -e '.[dashboard]'
-	$(BIN)/optuna-dashboard $(STORAGE) --host 127.0.0.1 --port $(DASHBOARD_PORT)
+	@$(BIN)/python -c "import optuna_dashboard" 2>/dev/null || $(BIN)/uv sync --quiet --frozen --inexact --extra dev --extra dashboard --python $(BIN)/python
+	$(BIN)/python -m sentiment dashboard --port $(DASHBOARD_PORT) $(EXP_FLAG) $(ARGS)
 
 clean: ## remove local stores and caches (keeps .venv)
 	rm -rf mlflow.db optuna.db optuna.journal mlartifacts mlruns keras_tuner .pytest_cache

@@ -2,6 +2,6 @@
 
 import os
 
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the project's own
-# output; users can still set the variable themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ chatter (CUDA probing, oneDNN notices) hides the project's own output. On a
+# machine without an NVIDIA driver its CUDA errors are noise too; users can still set the variable.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if os.path.exists("/dev/nvidiactl") else "3")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from sentiment.errors import UserError
+from sentiment.quiet import import_tensorflow_quietly
 
 log = logging.getLogger("sentiment")
 
@@ -21,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         "rollback": "swap @champion and @previous",
         "predict": "label reviews with models:/<model_name>@champion",
         "bench": "throughput, memory and a time-to-accuracy race of search engines",
+        "ui": "print the runs-table URL and start the MLflow UI on the configured store",
+        "serve": "serve models:/<model_name>@champion over REST (mlflow models serve)",
+        "dashboard": "start optuna-dashboard on the configured study storage",
     }
     cmds = {name: sub.add_parser(name, help=text, description=text) for name, text in commands.items()}
     configured = [cmd for name, cmd in cmds.items() if name != "bench"]  # bench sets its own configs
@@ -35,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     cmds["bench"].add_argument("--preset", choices=("small", "full"), default="small")
     cmds["bench"].add_argument("--budget", type=float, help="seconds per engine in the race")
     cmds["bench"].add_argument("--no-race", action="store_true", help="only data and throughput numbers")
+    for name, port in (("ui", 5000), ("serve", 5001), ("dashboard", 8080)):
+        cmds[name].add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port})")
     for cmd in configured:
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.n_trials=3")
     return parser
@@ -50,9 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gensim").setLevel(logging.WARNING)  # per-second word2vec progress
     try:
         if args.command == "bench":  # measures its own configs
+            import_tensorflow_quietly()
             return cmd_bench(args)
         cfg = _config(args)
-        return 0 if args.show_config else COMMANDS[args.command](args, cfg)
+        if args.show_config:
+            return 0
+        if args.command in TRAINS_OR_SCORES:
+            import_tensorflow_quietly()
+        return COMMANDS[args.command](args, cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -152,8 +164,54 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_ui(args, cfg) -> int:
+    from sentiment import tracking
+
+    experiment_id = tracking.connect(cfg.tracking)
+    url = tracking.runs_table_url(cfg.tracking.uri, experiment_id, ui=f"http://127.0.0.1:{args.port}")
+    print(f"runs table: {url}", flush=True)
+    if cfg.tracking.uri.startswith("http"):
+        return 0  # the tracking server is the UI
+    return _exec("mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1", "--port", str(args.port))
+
+
+def cmd_serve(args, cfg) -> int:
+    """MLflow's scoring server (what `mlflow models serve` runs) behind sentiment.server's guard."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    from sentiment.predict import champion_uri
+
+    model = champion_uri(cfg)
+    local = mlflow.artifacts.download_artifacts(model)
+    os.environ[scoring_server._SERVER_MODEL_PATH] = local
+    print(f"serving {model} on http://127.0.0.1:{args.port}/invocations", flush=True)
+    return _exec("uvicorn", "--factory", "sentiment.server:create_app", "--host", "127.0.0.1",
+                 "--port", str(args.port), "--workers", "1", "--no-access-log")
+
+
+def cmd_dashboard(args, cfg) -> int:
+    storage = str(cfg.sweep.storage)
+    if storage.startswith("journal:"):
+        storage = storage.removeprefix("journal:")
+    return _exec("optuna-dashboard", storage, "--host", "127.0.0.1", "--port", str(args.port))
+
+
+def _exec(tool: str, *arguments: str) -> int:
+    """Replace this process with a tool from the same environment (its bin/ first on PATH)."""
+    import shutil
+
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    path = shutil.which(tool)
+    if path is None:
+        raise UserError(f"{tool} is not installed in this environment: run `make install`")
+    os.execv(path, [tool, *arguments])
+
+
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
-            "predict": cmd_predict}
+            "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard}
+TRAINS_OR_SCORES = {"sweep", "train", "promote", "predict"}
 
 if __name__ == "__main__":
     sys.exit(main())

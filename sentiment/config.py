@@ -175,7 +175,14 @@ def _validate_train(cfg: DictConfig) -> None:
 
 
 OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize"}
-ENGINE_ALGORITHMS = {"optuna": ("tpe",), "keras_tuner": ("hyperband", "bayesian", "random")}
+# Which engine runs which search algorithm: null picks the first (sampling.SAMPLERS builds Optuna's).
+ENGINE_ALGORITHMS = {"optuna": ("tpe", "random", "cmaes"), "keras_tuner": ("hyperband", "bayesian", "random")}
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+
+
+def search_algorithm(cfg: DictConfig) -> str:
+    """sweep.algorithm, or the engine's default when it is null."""
+    return cfg.sweep.algorithm or ENGINE_ALGORITHMS[cfg.sweep.engine][0]
 
 
 def _validate_sweep(cfg: DictConfig) -> None:
@@ -185,6 +192,9 @@ def _validate_sweep(cfg: DictConfig) -> None:
     algorithms = ENGINE_ALGORITHMS[sweep.engine]
     _check(sweep.algorithm is None or sweep.algorithm in algorithms, "sweep.algorithm", sweep.algorithm,
            f"null or one of {', '.join(algorithms)} for engine {sweep.engine}")
+    _one_of(cfg, "sweep.pruner.kind", PRUNERS)
+    for key in ("sweep.pruner.min_epochs", "sweep.pruner.reduction_factor"):
+        _positive_int(cfg, key)
     _check(sweep.timeout is None or (_is_number(sweep.timeout) and sweep.timeout > 0),
            "sweep.timeout", sweep.timeout, "null or a number of seconds > 0")
     _check(sweep.objective in OBJECTIVE_DIRECTIONS, "sweep.objective", sweep.objective,

@@ -37,12 +37,17 @@ def collect_reviews(texts: list[str], file: str | None, stdin: bytes | None) -> 
     return reviews
 
 
-def load_champion(cfg: DictConfig):
+def champion_uri(cfg: DictConfig) -> str:
+    """models:/<name>@champion, after checking the store answers and the alias exists."""
     tracking.connect(cfg.tracking)
     name = cfg.tracking.model_name
     if registry.alias_version(name, registry.CHAMPION) is None:
         raise PredictError(f"{name} has no @champion yet: run `make promote` after `make sweep`")
-    return mlflow.pyfunc.load_model(f"models:/{name}@{registry.CHAMPION}")
+    return f"models:/{name}@{registry.CHAMPION}"
+
+
+def load_champion(cfg: DictConfig):
+    return mlflow.pyfunc.load_model(champion_uri(cfg))
 
 
 def predict(cfg: DictConfig, reviews: list[str]) -> pd.DataFrame:

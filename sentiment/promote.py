@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 
 import mlflow
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 

@@ -16,13 +16,18 @@ import keras_tuner as kt
 import pandas as pd
 from omegaconf import DictConfig
 
+from sentiment.config import search_algorithm
 from sentiment.data import TokenizedData
 from sentiment.errors import ConfigError
-from sentiment.trial import BestTrial, SearchOutcome, config_fingerprint, run_tracked_trial
+from sentiment.trial import (
+    BestTrial,
+    SearchOutcome,
+    config_fingerprint,
+    run_tracked_trial,
+)
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("hyperband", "bayesian", "random")
 _BOOKKEEPING = "tuner/"  # Hyperband's own entries in a trial's hyperparameters
 
 
@@ -51,14 +56,16 @@ def make_oracle(cfg: DictConfig) -> kt.Oracle:
                   tune_new_entries=False, allow_new_entries=False,
                   # A failed trial must not end the search (Keras Tuner's default stops after 3).
                   max_consecutive_failed_trials=sweep.n_trials + 1)
-    algorithm = sweep.algorithm or "hyperband"
+    algorithm = search_algorithm(cfg)
     if algorithm == "hyperband":
-        return kt.oracles.HyperbandOracle(max_epochs=cfg.train.max_epochs, factor=3, **common)
+        oracle = kt.oracles.HyperbandOracle(max_epochs=cfg.train.max_epochs, factor=3, **common)
+        oracle.max_trials = sweep.n_trials  # Hyperband has no such argument: its brackets would run on
+        return oracle
     if algorithm == "bayesian":
         return kt.oracles.BayesianOptimizationOracle(max_trials=sweep.n_trials, **common)
     if algorithm == "random":
         return kt.oracles.RandomSearchOracle(max_trials=sweep.n_trials, **common)
-    raise ConfigError(f"sweep.algorithm={algorithm!r} is invalid for keras_tuner: expected {', '.join(ALGORITHMS)}")
+    raise ConfigError(f"sweep.algorithm={algorithm!r} has no Keras Tuner oracle here")  # config.py lists them
 
 
 class TrackedTuner(kt.engine.base_tuner.BaseTuner):
@@ -92,13 +99,18 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             raise kt.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
         self.run_ids[trial.trial_id] = run_id
         self.run_ids_file.write_text(json.dumps(self.run_ids, indent=1))
-        return {k: float(v) for k, v in result.metrics.items() if k.startswith("val_")}
+        return {k: float(v) for k, v in result.metrics.items() if k.startswith("val_") or k == "epochs_trained"}
 
     def save_model(self, trial_id, model, step=0):
         """Models are kept as MLflow artifacts of the trial runs instead."""
 
     def load_model(self, trial):
         raise NotImplementedError("load trial models from their MLflow runs")
+
+
+def finished_outcome(cfg: DictConfig) -> None:
+    """Keras Tuner decides itself whether a project is done: every invocation runs the tuner."""
+    return None
 
 
 def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
@@ -151,7 +163,10 @@ def _as_best_trial(trial, run_id: str) -> BestTrial:
 
 
 def _counts(tuner: TrackedTuner) -> dict[str, int]:
-    statuses = [trial.status for trial in tuner.oracle.trials.values()]
+    trials = tuner.oracle.trials.values()
+    statuses = [trial.status for trial in trials]
+    epochs = sum(int(t.metrics.get_last_value("epochs_trained") or 0) for t in trials
+                 if t.metrics.exists("epochs_trained"))
     return {"complete": statuses.count("COMPLETED"), "pruned": 0,
-            "failed": statuses.count("FAILED") + statuses.count("INVALID")}
+            "failed": statuses.count("FAILED") + statuses.count("INVALID"), "epochs_trained": epochs}
 

@@ -1,10 +1,12 @@
-"""Optuna engine: seeded TPE, median pruning on per-epoch val loss, a resumable shared study."""
+"""Optuna engine: the configured sampler and pruner, a resumable study shared by workers."""
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 
+import mlflow
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.study import MaxTrialsCallback
@@ -14,8 +16,15 @@ from optuna_integration import KerasPruningCallback
 from sentiment import report, tracking
 from sentiment.data import TokenizedData
 from sentiment.errors import ConfigError, TrackingError
-from sentiment.storage import make_storage
-from sentiment.trial import BestTrial, SearchOutcome, config_fingerprint, run_tracked_trial
+from sentiment.recovery import fail_dead_trials, record_worker
+from sentiment.sampling import make_pruner, make_sampler, sample_params
+from sentiment.storage import make_storage, stale_trial_callback
+from sentiment.trial import (
+    BestTrial,
+    SearchOutcome,
+    config_fingerprint,
+    run_tracked_trial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,35 +33,19 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TAKEN = (*FINISHED, TrialState.RUNNING)
 
 
-def sample_params(trial: optuna.Trial, space: DictConfig) -> dict:
-    """One value per search dimension, keyed by the config key it replaces."""
-    sample = {}
-    for name, spec in space.items():
-        if spec.type == "int":
-            value = trial.suggest_int(name, spec.low, spec.high, step=spec.get("step") or 1, log=bool(spec.get("log")))
-        elif spec.type == "float":
-            value = trial.suggest_float(name, spec.low, spec.high, log=bool(spec.get("log")))
-        else:
-            value = trial.suggest_categorical(name, list(spec.choices))
-        sample[spec.key] = value
-    return sample
+def _on_dead_worker(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "its worker died (killed, or stopped sending heartbeats)")
 
 
-def open_study(cfg: DictConfig, worker: int = 0) -> optuna.Study:
-    """Create the study, or resume it if it exists and searches the same thing.
-
-    Each worker seeds its sampler differently, or all would propose the same first trials.
-    """
+def open_study(cfg: DictConfig) -> optuna.Study:
+    """Create the study, or resume it if it exists and searches the same thing."""
     sweep = cfg.sweep
     study = optuna.create_study(
         study_name=sweep.study_name,
-        storage=make_storage(sweep, on_stale_trial=lambda study, trial: tracking.fail_orphaned_run(
-            trial.user_attrs.get("mlflow_run_id"), "its worker stopped sending heartbeats (killed?)")),
+        storage=make_storage(sweep, on_stale_trial=_on_dead_worker),
         direction=sweep.direction,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed + worker),
-        pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=sweep.pruner.n_startup_trials, n_warmup_steps=sweep.pruner.n_warmup_steps
-        ) if sweep.pruner.enabled else optuna.pruners.NopPruner(),
+        sampler=make_sampler(cfg),  # seeded per trial number: resumes and workers never repeat a sample
+        pruner=make_pruner(cfg),
         load_if_exists=True,
     )
     fingerprint = config_fingerprint(cfg)
@@ -72,11 +65,13 @@ def count(study: optuna.Study, states: tuple) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def reconcile(study: optuna.Study) -> None:
-    """Make MLflow agree with the study after a crash: dead trials' runs must not stay RUNNING."""
+def reconcile(cfg: DictConfig, study: optuna.Study) -> None:
+    """Make the study and MLflow agree after a crash: dead workers' trials are failed and retried,
+    and no failed trial's run stays RUNNING."""
+    fail_dead_trials(study, stale_trial_callback(cfg.sweep, _on_dead_worker))  # this host: at once
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # RDB storages: trials of dead workers -> FAIL (+ retry)
+        optuna.storages.fail_stale_trials(study)  # RDB storages, any host: after the grace period
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "the trial failed while untracked")
 
@@ -94,6 +89,7 @@ class Objective:
         if self._surplus(trial):
             trial.study.stop()
             raise SurplusTrial(f"trial {trial.number} is beyond sweep.n_trials={self.cfg.sweep.n_trials}")
+        record_worker(trial)  # so a re-run on this host can tell at once if this process died
         sample = sample_params(trial, self.cfg.sweep.space)
         tags = {"optuna.study": self.cfg.sweep.study_name, "optuna.trial_number": str(trial.number)}
         try:
@@ -124,30 +120,66 @@ class SurplusTrial(RuntimeError):
 
 def run_trials(cfg: DictConfig, data: TokenizedData, parent_run_id: str | None = None,
                worker: int = 0) -> optuna.Study:
-    """Run the trials the study still misses; several processes may do this on one study."""
-    study = open_study(cfg, worker)
-    reconcile(study)
+    """Run the trials the study still misses; several processes may do this on one study.
+
+    Returns when the study holds sweep.n_trials finished trials, or the timeout has passed. Trials
+    RUNNING elsewhere are waited for: they finish, or go stale and are retried here.
+    """
+    study = open_study(cfg)
+    deadline = time.monotonic() + cfg.sweep.timeout if cfg.sweep.timeout else None
+    objective = Objective(cfg, data, parent_run_id)
+    reconcile(cfg, study)
+    _optimize(cfg, study, objective, deadline, show_progress=worker == 0)
+    while True:
+        reconcile(cfg, study)
+        if count(study, (TrialState.WAITING,)) and (deadline is None or time.monotonic() < deadline):
+            _optimize(cfg, study, objective, deadline, show_progress=worker == 0)  # retries of dead workers' trials
+            continue
+        running = count(study, (TrialState.RUNNING,))
+        if running == 0 or worker > 0:  # workers leave the waiting to the sweep process
+            return study
+        log.info("study %s: waiting for %d trial(s) running elsewhere to finish or go stale (heartbeat "
+                 "grace period %s s)", study.study_name, running, cfg.sweep.grace_period)
+        time.sleep(min(cfg.sweep.heartbeat_interval, 30))
+
+
+def _optimize(cfg: DictConfig, study: optuna.Study, objective: Objective, deadline: float | None,
+              show_progress: bool) -> None:
     remaining = cfg.sweep.n_trials - count(study, TAKEN)
     if remaining <= 0:
         log.info("study %s has all %d trials; nothing to run", study.study_name, cfg.sweep.n_trials)
-        return study
+        return
     log.info("study %s: %d of %d trials still to run", study.study_name, remaining, cfg.sweep.n_trials)
-    objective = Objective(cfg, data, parent_run_id)
     study.optimize(
-        objective, n_trials=remaining, timeout=cfg.sweep.timeout, catch=(Exception,),
-        show_progress_bar=worker == 0, gc_after_trial=True,
+        objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress, gc_after_trial=True,
+        timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
         # Other workers finish trials too: stop once the study holds n_trials.
         callbacks=[MaxTrialsCallback(cfg.sweep.n_trials, states=TAKEN)],
     )
     if objective.tracking_error is not None:
         raise TrackingError(f"lost the MLflow tracking store ({tracking.short_error(objective.tracking_error)}); "
                             "finished trials are kept: re-run the same command once it is back")
-    return study
+
+
+def finished_outcome(cfg: DictConfig) -> SearchOutcome | None:
+    """The outcome of a study that already holds sweep.n_trials finished trials, without running any."""
+    try:
+        study = optuna.load_study(study_name=cfg.sweep.study_name, storage=make_storage(cfg.sweep))
+    except KeyError:  # no such study yet
+        return None
+    if study.user_attrs.get("config_fingerprint") != config_fingerprint(cfg):
+        return None  # open_study explains the difference
+    reconcile(cfg, study)
+    if count(study, FINISHED) < cfg.sweep.n_trials or count(study, (TrialState.RUNNING, TrialState.WAITING)):
+        return None
+    return SearchOutcome("optuna", report.optuna_trials_table(study), ranked(study), _counts(study))
 
 
 def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
     """Run what is missing, then summarize the whole study on the active (parent) run."""
     study = run_trials(cfg, data)
+    # What actually ran, by class: a config typo can never silently fall back to a default.
+    mlflow.set_tags({"sweep.sampler": type(study.sampler.inner).__name__, "sweep.pruner": type(study.pruner).__name__})
     report.log_optuna_plots(study)
     return SearchOutcome("optuna", report.optuna_trials_table(study), ranked(study), _counts(study))
 
@@ -162,4 +194,7 @@ def ranked(study: optuna.Study) -> list[BestTrial]:
 
 def _counts(study: optuna.Study) -> dict[str, int]:
     names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-    return {name: count(study, (state,)) for state, name in names.items()}
+    counts = {name: count(study, (state,)) for state, name in names.items()}
+    # One intermediate value is reported per trained epoch: the budget the search actually spent.
+    counts["epochs_trained"] = sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+    return counts

@@ -16,6 +16,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 TEXT_COLUMN = "text"
 KERAS_ARTIFACT = "keras_model"
@@ -99,31 +101,50 @@ class MaskedPooling(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+class BadInput(MlflowException):
+    """A request the model cannot score; the scoring server answers 400 with this one line
+    (an MlflowException carries no stack trace into the response, unlike other errors)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 def reviews_from_input(model_input) -> list[str]:
     """Accept a DataFrame with a `text` column, a Series, or a list of strings."""
     if isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN not in model_input.columns:
-            raise ValueError(f"input needs a {TEXT_COLUMN!r} column, got {list(model_input.columns)}")
+            raise BadInput(f"input needs a {TEXT_COLUMN!r} column, got {list(map(str, model_input.columns))}")
         model_input = model_input[TEXT_COLUMN]
     values = list(model_input)
-    bad = [type(v).__name__ for v in values if not isinstance(v, str)]
-    if bad:
-        raise ValueError(f"every {TEXT_COLUMN!r} value must be a string, got {bad[0]}")
+    for row, value in enumerate(values):
+        if not isinstance(value, str):
+            shown = "null" if value is None or (isinstance(value, float) and np.isnan(value)) else type(value).__name__
+            raise BadInput(f"row {row}: every {TEXT_COLUMN!r} value must be a string, got {shown}")
     return values
 
 
 class ReviewClassifier(mlflow.pyfunc.PythonModel):
-    """Wraps the end-to-end Keras model (TextVectorization inside) for pyfunc and serving."""
+    """Wraps the end-to-end Keras model (vectorizer inside) for pyfunc and serving.
+
+    The forward pass is traced once at load into a graph over a batch of strings of any size,
+    and warmed up: calling the Keras model eagerly would run the LSTM loop op by op per request.
+    """
+
+    BATCH = 512  # reviews per graph call: bounds memory for large requests
 
     def load_context(self, context) -> None:
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT])
+        self._forward = tf.function(lambda text: self.model(text, training=False),
+                                    input_signature=[tf.TensorSpec([None, 1], tf.string)])
+        self._forward(tf.constant([["A warm-up review, traced once."], [""]]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         reviews = reviews_from_input(model_input)
         if not reviews:
-            return pd.DataFrame({"probability": [], "label": []})
-        scores = self.model(tf.constant(reviews)[:, tf.newaxis], training=False)
-        probability = np.asarray(scores, dtype="float64").reshape(-1)
+            return pd.DataFrame({"probability": np.zeros(0, dtype="float64"), "label": np.zeros(0, dtype=object)})
+        batches = [reviews[i : i + self.BATCH] for i in range(0, len(reviews), self.BATCH)]
+        scores = [self._forward(tf.constant(batch)[:, tf.newaxis]).numpy() for batch in batches]
+        probability = np.concatenate(scores).astype("float64").reshape(-1)
         label = np.where(probability >= 0.5, "positive", "negative")
         return pd.DataFrame({"probability": probability, "label": label})
 

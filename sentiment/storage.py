@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Callable
 from urllib.parse import urlparse
 
 import optuna
 from omegaconf import DictConfig
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from sentiment.errors import ConfigError
@@ -45,9 +46,24 @@ def create_database_if_missing(url: str) -> None:
                 pass  # another worker created it first
 
 
+def stale_trial_callback(sweep: DictConfig, on_stale_trial: Callable | None = None) -> Callable:
+    """What happens to a trial whose worker died: `on_stale_trial`, then a retry with the same
+    params (up to sweep.max_retry times)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 2.8
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=sweep.max_retry)
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if on_stale_trial:
+            on_stale_trial(study, trial)
+        retry(study, trial)
+
+    return callback
+
+
 def make_storage(sweep: DictConfig, on_stale_trial: Callable | None = None) -> optuna.storages.BaseStorage:
-    """The study's storage. RDB storages get heartbeats: a trial whose worker died is failed,
-    `on_stale_trial` runs for it, and it is retried (up to sweep.max_retry times)."""
+    """The study's storage. RDB storages get heartbeats: a trial whose worker died is failed and
+    handled by stale_trial_callback."""
     url = str(sweep.storage)
     if url.startswith(JOURNAL_PREFIX):
         return JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL_PREFIX).removeprefix("//")))
@@ -56,13 +72,8 @@ def make_storage(sweep: DictConfig, on_stale_trial: Callable | None = None) -> o
                           "or journal:FILE")
     if url.startswith("postgresql"):
         create_database_if_missing(url)
-    retry = RetryFailedTrialCallback(max_retry=sweep.max_retry)
-
-    def failed_trial_callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if on_stale_trial:
-            on_stale_trial(study, trial)
-        retry(study, trial)
-
-    return RDBStorage(url, heartbeat_interval=sweep.heartbeat_interval, grace_period=sweep.grace_period,
-                      failed_trial_callback=failed_trial_callback,
-                      engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        return RDBStorage(url, heartbeat_interval=sweep.heartbeat_interval, grace_period=sweep.grace_period,
+                          heartbeat_stale_trial_callback=stale_trial_callback(sweep, on_stale_trial),
+                          engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None)

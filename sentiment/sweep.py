@@ -8,10 +8,16 @@ from dataclasses import dataclass
 
 import mlflow
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import registry, report, tracking
-from sentiment.baseline import baseline_test_probability, find_baseline_run, log_baseline
+from sentiment.baseline import (
+    baseline_test_probability,
+    find_baseline_run,
+    log_baseline,
+)
+from sentiment.config import search_algorithm
 from sentiment.data import load_data, load_test_reviews
 from sentiment.final_model import FinalModel, build_final_model, select_members
 from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
@@ -37,11 +43,12 @@ class Evaluation:
     val_metrics: dict[str, float]       # the final model on validation (what selection saw)
     test_metrics: dict[str, float]      # the final model on the test set, computed once
     baseline_metrics: dict[str, float]  # the baseline on the same test reviews; empty if none
-    by_length: "pd.DataFrame"           # noqa: F821  accuracy per review-length quarter
+    by_length: pd.DataFrame             # accuracy per review-length quarter, both models
 
 
-def _engine(name: str):
-    """The engine module: each has search(cfg, data) -> SearchOutcome."""
+def engine_module(name: str):
+    """The engine module: each has search(cfg, data) -> SearchOutcome, and finished_outcome(cfg),
+    the outcome of a study with nothing left to run (None otherwise)."""
     if name == "keras_tuner":
         from sentiment import search_keras_tuner
 
@@ -59,16 +66,18 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     """
     check_shareable(cfg, workers)
     experiment_id = tracking.connect(cfg.tracking)  # fails fast, before any data or training
+    engine = engine_module(cfg.sweep.engine)
+    done = _complete_version(cfg, engine, experiment_id)
+    if done is not None:
+        return done
     data = load_data(cfg)  # also fills the token cache the workers read
-    parent = mlflow.start_run(run_name=f"sweep-{cfg.sweep.study_name}", tags=_parent_tags(cfg))
+    parent = open_parent_run(cfg, experiment_id)
     try:
-        mlflow.log_params({"sweep.n_trials": cfg.sweep.n_trials, "sweep.objective": cfg.sweep.objective,
-                           "sweep.space": json.dumps(OmegaConf.to_container(cfg.sweep.space))})
         if cfg.sweep.baseline and find_baseline_run(experiment_id, cfg.sweep.study_name) is None:
             log_baseline(cfg)
         if workers > 1:
             run_workers(cfg, workers, parent.info.run_id)
-        outcome = _engine(cfg.sweep.engine).search(cfg, data)
+        outcome = engine.search(cfg, data)
         version, evaluation = register_final(cfg, outcome, experiment_id)
         report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation)
     except BaseException:
@@ -76,6 +85,48 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
         raise
     mlflow.end_run("FINISHED")
     return SweepResult(outcome, parent.info.run_id, experiment_id, version)
+
+
+def _complete_version(cfg: DictConfig, engine, experiment_id: str) -> SweepResult | None:
+    """The result of a study that has all its trials and its registered final model, if it has."""
+    outcome = engine.finished_outcome(cfg)
+    if outcome is None:
+        return None
+    members = select_members(cfg, outcome)
+    version = registry.find_version(cfg.tracking.model_name, study=cfg.sweep.study_name,
+                                    member_run_ids=",".join(m.run_id for m in members)) if members else None
+    parent = find_parent_runs(experiment_id, cfg.sweep.study_name)
+    if version is None or not parent:
+        return None
+    log.info("study complete: %d trials, champion candidate %s v%s; nothing to train",
+             cfg.sweep.n_trials, cfg.tracking.model_name, version.version)
+    return SweepResult(outcome, parent[0].info.run_id, parent[0].info.experiment_id, str(version.version))
+
+
+def find_parent_runs(experiment_id: str, study: str) -> list:
+    """The study's sweep runs, oldest first (one, unless two workers raced to create it)."""
+    return mlflow.search_runs([experiment_id], output_format="list", order_by=["attributes.start_time ASC"],
+                              filter_string=f"tags.role = 'sweep' and tags.`sweep.study` = '{study}'")
+
+
+def open_parent_run(cfg: DictConfig, experiment_id: str):
+    """One parent run per study: the first invocation creates it, later ones (and other machines)
+    reopen it. Of two created at once, the older stays and the newer, still empty, is deleted."""
+    study = cfg.sweep.study_name
+    existing = find_parent_runs(experiment_id, study)
+    if not existing:
+        run = mlflow.start_run(run_name=f"sweep-{study}", tags=_parent_tags(cfg))
+        mlflow.log_params({"sweep.objective": cfg.sweep.objective,
+                           "sweep.space": json.dumps(OmegaConf.to_container(cfg.sweep.space))})
+        existing = find_parent_runs(experiment_id, study)
+        if existing[0].info.run_id == run.info.run_id:
+            return run
+        mlflow.end_run()
+        mlflow.MlflowClient().delete_run(run.info.run_id)
+        log.info("another worker created the sweep run of %s first: using it", study)
+    run = mlflow.start_run(run_id=existing[0].info.run_id)
+    mlflow.set_tags(_parent_tags(cfg))  # this invocation's engine and algorithm
+    return run
 
 
 def _end_parent_quietly(status: str) -> None:
@@ -87,10 +138,8 @@ def _end_parent_quietly(status: str) -> None:
 
 
 def _parent_tags(cfg: DictConfig) -> dict[str, str]:
-    engine = cfg.sweep.engine
-    algorithm = cfg.sweep.algorithm or ("tpe" if engine == "optuna" else "hyperband")
-    return {"role": "sweep", "sweep.study": cfg.sweep.study_name, "sweep.engine": engine,
-            "sweep.algorithm": algorithm}
+    return {"role": "sweep", "sweep.study": cfg.sweep.study_name, "sweep.engine": cfg.sweep.engine,
+            "sweep.algorithm": search_algorithm(cfg)}
 
 
 def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str) -> tuple[str | None, Evaluation | None]:

@@ -26,17 +26,28 @@ PARAM_GROUPS = ("data", "model", "regularizer", "train")  # what defines a train
 EXAMPLE_REVIEWS = ["An absolute delight, I loved every minute.", "Dull, predictable and far too long."]
 
 
+# MLflow 3 opens an experiment in its GenAI view unless this tag names model training.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def connect(tracking_cfg: DictConfig) -> str:
-    """Point MLflow at the store, check it answers, and return the experiment id."""
+    """Point MLflow at the store, check it answers, and return the experiment id.
+
+    The experiment is created (or marked) as a model-training experiment, so the UI opens on
+    its runs table rather than on GenAI traces.
+    """
     mlflow.set_tracking_uri(tracking_cfg.uri)
     try:
         experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
         if experiment is None:
             experiment_id = mlflow.create_experiment(
-                tracking_cfg.experiment, artifact_location=tracking_cfg.artifact_location
+                tracking_cfg.experiment, artifact_location=tracking_cfg.artifact_location,
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
             )
         else:
             experiment_id = experiment.experiment_id
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+                mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     except Exception as err:  # network, auth or schema problems all mean: cannot track
         raise TrackingError(
             f"cannot use MLflow tracking store {tracking_cfg.uri} ({short_error(err)}); "
@@ -96,7 +107,14 @@ def config_params(cfg: DictConfig) -> dict[str, Any]:
 
 
 class EpochMetricsCallback(MlflowCallback):
-    """MLflow's Keras callback, minus its per-validation `validation_*` duplicates of val_*."""
+    """MLflow's Keras callback, minus its per-validation `validation_*` duplicates of val_* and its
+    20 `optimizer_*` params (amsgrad, beta_1, ...) that would hide the searched ones."""
+
+    def on_train_begin(self, logs=None):
+        mlflow.log_params({"train.optimizer": type(self.model.optimizer).__name__})
+        lines: list[str] = []
+        self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+        mlflow.log_text("\n".join(lines), "model_summary.txt")
 
     def on_test_end(self, logs=None):
         pass

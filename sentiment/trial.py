@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
 from sentiment.config import apply_sample
-from sentiment.data import TokenizedData
+from sentiment.data import TokenizedData, load_data
 from sentiment.train import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
     has no active run and names the sweep's parent run instead.
     """
     trial_cfg = apply_sample(cfg, sample)
+    if any(key.startswith("data.") for key in sample):  # a searched truncation, length or vocabulary
+        data = load_data(trial_cfg)  # cached per data config: tokenized once per choice
     run = mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id,
                            tags={"role": "trial", **tags})
     try:

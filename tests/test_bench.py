@@ -1,8 +1,12 @@
 """The benchmark's race reads its curve back from the trials the tracking store holds."""
 
+import pytest
+
 from sentiment.bench import Preset, _race_one
 from sentiment.config import load_config
 from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 
 
 def test_race_curve_comes_from_finished_trials(imdb_dir, tmp_path):

@@ -26,6 +26,8 @@ from sentiment.sweep import run_sweep
 from tests.conftest import tiny_overrides
 from tests.test_serve import _free_port
 
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
+
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 

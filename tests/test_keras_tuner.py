@@ -10,6 +10,8 @@ from sentiment.search_keras_tuner import hyperparameters
 from sentiment.sweep import run_sweep
 from tests.conftest import tiny_overrides
 
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
+
 
 def _children(parent_run_id):
     return mlflow.search_runs(search_all_experiments=True, output_format="list",

@@ -1,4 +1,5 @@
 import itertools
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -53,3 +54,63 @@ def test_wider_family_options_build(tiny_cfg):
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"Bidirectional", "SpatialDropout1D"} <= kinds
     assert model.predict(np.ones((2, 24), dtype="int32"), verbose=0).shape == (2, 1)
+
+
+@pytest.mark.parametrize("side, expected", [
+    ("head", [[1, 2, 3, 4], [7, 8, 0, 0]]),
+    ("tail", [[3, 4, 5, 6], [7, 8, 0, 0]]),
+    ("head+tail", [[1, 2, 5, 6], [7, 8, 0, 0]]),
+])
+def test_keep_tokens_keeps_the_configured_side_and_pads_at_the_end(side, expected):
+    from sentiment.serving import KeepTokens
+
+    ids = tf.constant([[1, 2, 3, 4, 5, 6], [7, 8, 0, 0, 0, 0]])
+    assert KeepTokens(4, side)(ids).numpy().tolist() == expected
+    assert KeepTokens(4, side)(tf.zeros((1, 0), tf.int64)).numpy().tolist() == [[0, 0, 0, 0]]
+
+
+def test_the_vectorizer_keeps_the_end_of_a_long_review(tiny_cfg):
+    cfg = apply_sample(tiny_cfg, {"data.sequence_length": 2, "data.truncate": "tail"})
+    vectorizer = make_vectorizer(cfg.data, vocabulary=["", "[UNK]", "great", "awful", "film"])
+    assert vectorizer(tf.constant(["awful film, great!"])).numpy().tolist() == [[4, 2]]
+
+
+def test_masked_pooling_ignores_padding():
+    from sentiment.serving import MaskedPooling
+
+    steps = tf.constant([[[1.0, -5.0], [3.0, -1.0], [100.0, 100.0]]])  # the last step is padding
+    mask = tf.constant([[True, True, False]])
+    assert MaskedPooling("max+mean")(steps, mask=mask).numpy().tolist() == [[3.0, -1.0, 2.0, -3.0]]
+    assert MaskedPooling("max")(steps, mask=tf.constant([[False, False, False]])).numpy().tolist() == [[0.0, 0.0]]
+
+
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "max+mean"])
+def test_every_pooling_builds_and_padding_does_not_change_the_answer(tiny_cfg, pooling):
+    model = build_model(apply_sample(tiny_cfg, {"model.pooling": pooling}), vocab_size=100)
+    short = np.array([[5, 6, 7]], dtype="int32")
+    padded = np.array([[5, 6, 7, 0, 0, 0]], dtype="int32")
+    assert model.predict(short, verbose=0) == pytest.approx(model.predict(padded, verbose=0), abs=1e-6)
+
+
+def test_word2vec_vectors_initialise_the_embedding_and_are_cached(tiny_cfg):
+    from sentiment.data import load_data
+    from sentiment.embeddings import embedding_matrix
+
+    cfg = apply_sample(tiny_cfg, {"model.embedding_init": "word2vec"})
+    data = load_data(cfg)
+    matrix = embedding_matrix(cfg, data.vocabulary)
+    assert matrix.shape == (len(data.vocabulary), cfg.model.embedding_dim) and not matrix[0].any()
+    cached = list((Path(cfg.data.cache_dir)).glob("word2vec-*.npy"))
+    assert len(cached) == 1 and np.array_equal(np.load(cached[0]), matrix)
+    model = build_model(cfg, vocab_size=len(data.vocabulary), embeddings=matrix)
+    assert np.array_equal(model.get_layer("embedding").get_weights()[0], matrix)
+    frozen = build_model(apply_sample(cfg, {"model.embedding_trainable": False}), len(data.vocabulary), matrix)
+    assert not frozen.get_layer("embedding").trainable
+
+
+def test_cosine_schedule_decays_over_max_epochs(tiny_cfg):
+    from sentiment.model import learning_rate
+
+    schedule = learning_rate(apply_sample(tiny_cfg, {"train.lr_schedule": "cosine"}).train, steps_per_epoch=10)
+    steps = tiny_cfg.train.max_epochs * 10
+    assert float(schedule(0)) == pytest.approx(tiny_cfg.train.learning_rate) and float(schedule(steps)) == 0.0

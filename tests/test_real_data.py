@@ -6,6 +6,8 @@ from sentiment.config import load_config
 from sentiment.data import SHARED_ARCHIVE, read_reviews
 from sentiment.sweep import run_sweep
 
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
+
 
 @pytest.mark.slow
 def test_real_archive_small_sweep(tmp_path):

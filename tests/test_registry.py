@@ -10,8 +10,10 @@ from sentiment.cli import main
 from sentiment.config import load_config
 from sentiment.errors import PredictError, TrackingError
 from sentiment.predict import collect_reviews, decode_reviews
-from sentiment.promote import classification_metrics, promote, rollback
+from sentiment.promote import promote, rollback
 from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 
 NAME = "imdb-sentiment"
 
@@ -117,8 +119,15 @@ def test_predict_reads_one_review_per_line():
     assert decode_reviews("good\n\nbad  \n".encode(), "x") == ["good", "bad"]
 
 
-def test_classification_metrics_are_right_on_a_known_case():
-    import numpy as np
+@pytest.mark.integration
+def test_make_predict_passes_dollars_quotes_and_backslashes_unchanged(registry_store):
+    import subprocess
 
-    scores = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]))
-    assert scores["accuracy"] == 0.5 and scores["roc_auc"] == 0.75 and scores["test_reviews"] == 4
+    from sentiment.config import REPO_ROOT
+
+    promote(load_config(registry_store), version="2", force=True)
+    review = """It cost $5, "quoted" and 'single' \\ back $(echo no) $$HOME"""
+    done = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO_ROOT), "predict", f"TEXT={review}",
+                           "ARGS=" + " ".join(registry_store)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert review in done.stdout

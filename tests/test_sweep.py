@@ -1,6 +1,5 @@
 """Sweeps into a temporary SQLite MLflow store, checked against what the store really holds."""
 
-import math
 
 import mlflow
 import numpy as np
@@ -16,6 +15,8 @@ from sentiment.errors import ConfigError, TrackingError
 from sentiment.search_optuna import Objective
 from sentiment.sweep import run_sweep
 from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 
 
 def _children(parent_run_id: str):
@@ -39,6 +40,9 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
     client = MlflowClient()
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep.engine"] == "optuna"
+    assert (parent.data.tags["sweep.sampler"], parent.data.tags["sweep.pruner"]) == ("TPESampler", "MedianPruner")
+    assert parent.data.metrics["trials_epochs_trained"] == sum(
+        len(t.intermediate_values) for t in _study(cfg).trials) >= 2
     children = _children(result.parent_run_id)
     assert len(children) == 2
     trials = {t.user_attrs["mlflow_run_id"]: t for t in _study(cfg).trials}
@@ -76,14 +80,54 @@ def test_registered_version_predicts_from_raw_text(swept):
     assert set(out["label"]) <= {"positive", "negative"}
 
 
-def test_rerun_resumes_without_new_trials_or_versions(swept):
+def _all_runs():
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def test_one_parent_run_per_study_and_a_rerun_with_nothing_to_do_creates_none(swept):
     cfg, first = swept
+    before = len(_all_runs())
     second = run_sweep(cfg)
-    assert len(_study(cfg).trials) == 2
-    assert _children(second.parent_run_id) == []
-    assert second.registered_version == first.registered_version
+    assert len(_study(cfg).trials) == 2 and len(_all_runs()) == before
+    assert (second.parent_run_id, second.registered_version) == (first.parent_run_id, first.registered_version)
     more = run_sweep(load_config(tiny_overrides_from(cfg) + ["sweep.n_trials=3"]))
-    assert len(_study(cfg).trials) == 3 and len(_children(more.parent_run_id)) == 1
+    assert more.parent_run_id == first.parent_run_id
+    assert len(_study(cfg).trials) == 3 and len(_children(first.parent_run_id)) == 3
+    parents = [r for r in _all_runs() if r.data.tags.get("role") == "sweep"]
+    assert [p.info.run_id for p in parents] == [first.parent_run_id]
+    assert parents[0].info.status == "FINISHED"
+
+
+def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
+    cfg, result = swept
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    for child in _children(result.parent_run_id):
+        assert not [k for k in child.data.params if k.startswith("optimizer_")]
+        assert child.data.params["train.optimizer"] == "Adam"
+        assert float(child.data.params["train.learning_rate"]) == cfg.train.learning_rate
+    note = client.get_run(result.parent_run_id).data.tags["mlflow.note.content"]
+    assert "Final model: mean of the top 2 trials" in note and "baseline (test)" in note
+    assert "## Trials" not in note  # the long table stays in summary.md
+
+
+def test_registered_ensemble_is_the_mean_of_its_members_with_the_baseline_beside_it(swept):
+    from sentiment.data import make_vectorizer
+    from sentiment.model import end_to_end
+
+    cfg, result = swept
+    version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
+    members = version.tags["member_run_ids"].split(",")
+    assert len(members) == 2 and version.tags["final_model"] == "mean of the top 2 trials"
+    assert 0 <= float(version.tags["baseline_test_accuracy"]) <= 1
+    reviews = ["great wonderful<br />film", "awful boring mess", "the plot was a story"]
+    served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
+    got = served.predict(pd.DataFrame({"text": reviews}))["probability"].to_numpy()
+    vocabulary = load_data(cfg).vocabulary
+    each = [end_to_end(tracking.load_keras_model(run_id), make_vectorizer(cfg.data, vocabulary)).predict(
+        np.array(reviews)[:, None], verbose=0).reshape(-1) for run_id in members]
+    assert got == pytest.approx(np.mean(each, axis=0), abs=1e-5)
 
 
 def tiny_overrides_from(cfg):
@@ -120,7 +164,7 @@ def test_exploding_loss_fails_the_trial_and_the_sweep_goes_on(imdb_dir, tmp_path
     result = run_sweep(cfg)
     trials = _study(cfg).trials
     assert {t.state for t in trials} == {optuna.trial.TrialState.FAIL} and len(trials) == 2
-    assert result.outcome.counts == {"complete": 0, "pruned": 0, "failed": 2}
+    assert {k: result.outcome.counts[k] for k in ("complete", "pruned", "failed")} == {"complete": 0, "pruned": 0, "failed": 2}
     children = _children(result.parent_run_id)
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]
     assert all("TrainingDiverged" in c.data.tags["error"] for c in children)

@@ -14,6 +14,8 @@ from sentiment import tracking
 from sentiment.config import load_config
 from tests.test_serve import _free_port
 
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Flags for a sandboxed, offline machine: no background calls home, no GPU, fresh profile.
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

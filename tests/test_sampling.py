@@ -1,0 +1,70 @@
+"""The configured sampler and pruner are the ones Optuna uses, and resumed studies never repeat."""
+
+import optuna
+import pytest
+
+from sentiment.config import ENGINE_ALGORITHMS, load_config
+from sentiment.errors import ConfigError
+from sentiment.sampling import SAMPLERS, make_pruner, make_sampler, sample_params
+from tests.conftest import tiny_overrides
+
+
+def test_every_optuna_algorithm_in_the_config_table_has_a_sampler():
+    assert set(SAMPLERS) == set(ENGINE_ALGORITHMS["optuna"])
+
+
+@pytest.mark.parametrize("algorithm, sampler", [("tpe", "TPESampler"), ("random", "RandomSampler"),
+                                                ("cmaes", "CmaEsSampler")])
+def test_sweep_algorithm_picks_the_optuna_sampler(imdb_dir, tmp_path, algorithm, sampler):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.algorithm={algorithm}"])
+    assert type(make_sampler(cfg).inner).__name__ == sampler
+
+
+@pytest.mark.parametrize("kind, pruner", [("median", "MedianPruner"), ("successive_halving", "SuccessiveHalvingPruner"),
+                                          ("hyperband", "HyperbandPruner"), ("none", "NopPruner")])
+def test_pruner_kind_picks_the_optuna_pruner(imdb_dir, tmp_path, kind, pruner):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.pruner.kind={kind}"])
+    assert type(make_pruner(cfg)).__name__ == pruner
+
+
+def test_unsupported_algorithm_is_one_line_before_any_data(imdb_dir, tmp_path):
+    with pytest.raises(ConfigError, match="sweep.algorithm='hyperband' is invalid.*engine optuna"):
+        load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.algorithm=hyperband"])
+
+
+def _params(study):
+    return [tuple(sorted(t.params.items())) for t in study.trials]
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "random"])
+def test_a_resumed_study_continues_instead_of_repeating(imdb_dir, tmp_path, algorithm):
+    """Two processes one after the other (a crash and a re-run) vs one process: same samples,
+    none repeated."""
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.algorithm={algorithm}"])
+    storage = f"sqlite:///{tmp_path / 'resume.db'}"
+
+    def run(study_name, n, times):
+        for _ in range(times):  # a new Study object each time: what a re-run process builds
+            study = optuna.create_study(study_name=study_name, storage=storage, sampler=make_sampler(cfg),
+                                        load_if_exists=True)
+            study.optimize(lambda t: sum(v for v in sample_params(t, cfg.sweep.space).values()
+                                         if isinstance(v, (int, float))), n_trials=n)
+        return study
+
+    resumed = _params(run("resumed", 2, 3))
+    straight = _params(run("straight", 6, 1))
+    assert len(set(resumed)) == 6, "a resumed study proposed the same params twice"
+    assert resumed == straight, "the proposals depend only on the storage state"
+
+
+def test_two_workers_on_one_study_never_propose_the_same_params(imdb_dir, tmp_path):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.algorithm=random"])
+    storage = f"sqlite:///{tmp_path / 'workers.db'}"
+    workers = [optuna.create_study(study_name="s", storage=storage, sampler=make_sampler(cfg), load_if_exists=True)
+               for _ in range(2)]
+    for _ in range(3):
+        for study in workers:  # interleaved, as two processes would
+            trial = study.ask()
+            sample_params(trial, cfg.sweep.space)
+            study.tell(trial, 0.0)
+    assert len(set(_params(workers[0]))) == 6
