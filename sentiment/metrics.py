@@ -27,9 +27,10 @@ def word_counts(texts: list[str]) -> np.ndarray:
 
 
 def accuracy_by_length(labels: np.ndarray, lengths: np.ndarray, **probabilities: np.ndarray) -> pd.DataFrame:
-    """Accuracy of each named model per review-length quarter (same reviews for every model)."""
-    edges = np.quantile(lengths, [0.25, 0.5, 0.75])
-    bucket = np.searchsorted(edges, lengths, side="right")
+    """Accuracy of each named model per review-length quarter (same reviews for every model).
+    Quarters are cut by rank, so they hold equal numbers of reviews even where lengths tie."""
+    bucket = np.empty(len(lengths), dtype=int)
+    bucket[np.argsort(lengths, kind="stable")] = np.arange(len(lengths)) * len(LENGTH_BUCKETS) // len(lengths)
     rows = []
     for index, name in enumerate(LENGTH_BUCKETS):
         members = bucket == index

@@ -61,7 +61,7 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
     if champ_v:
         scores[f"champion v{champ_v}"] = score_version(name, champ_v, reviews)
     decision = _decide(scores, champ_v, settings, force)
-    with registry.alias_lock(cfg.tracking.uri, name):
+    with registry.alias_lock(name):
         _check_champion_unchanged(name, champ_v)
         if decision in MOVES_ALIASES:
             registry.move_champion(name, cand_v, champ_v)
@@ -107,7 +107,7 @@ def rollback(cfg: DictConfig) -> tuple[str, str] | None:
     """Swap @champion and @previous; None (nothing changed) when there is no @previous."""
     tracking.connect(cfg.tracking)
     name = cfg.tracking.model_name
-    with registry.alias_lock(cfg.tracking.uri, name):
+    with registry.alias_lock(name):
         champion = registry.alias_version(name, registry.CHAMPION)
         previous = registry.alias_version(name, registry.PREVIOUS)
         if previous is None or champion is None:

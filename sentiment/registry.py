@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
+import random
+import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from platformdirs import user_cache_dir
 
 from sentiment.errors import TrackingError
 
@@ -66,30 +64,63 @@ def get_version(model_name: str, version: str | int) -> ModelVersion:
         raise TrackingError(f"{model_name} has no version {version}: see `make ui` for the versions") from None
 
 
-@contextmanager
-def alias_lock(tracking_uri: str, model_name: str) -> Iterator[None]:
-    """Serialize alias moves so concurrent promotions never leave a half-moved pair.
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_STALE_S = 600  # a holder that died mid-promotion; promotions take seconds
 
-    MLflow has no compare-and-set for aliases, so promotions of one store on one machine take
-    an exclusive file lock (beside a SQLite store, else in the user cache dir).
+
+@contextmanager
+def alias_lock(model_name: str, wait_s: float = 120.0) -> Iterator[None]:
+    """Serialize alias moves in the registry itself, so promotions from any machine (sharing no
+    files) never leave a half-moved pair.
+
+    MLflow has no compare-and-set for aliases, but registered-model names are unique in its
+    store: creating `<model>.promotion-lock` succeeds for one caller at a time. A lock older than
+    LOCK_STALE_S is taken to be left by a dead holder and removed.
     """
-    if tracking_uri.startswith("sqlite:///"):
-        folder = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
-    else:
-        folder = Path(user_cache_dir("sentiment-sweep"))
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(f"{tracking_uri}|{model_name}".encode()).hexdigest()[:12]
-    with open(folder / f".registry-{digest}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    client, name = MlflowClient(), model_name + LOCK_SUFFIX
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            client.create_registered_model(name, tags={"purpose": f"promotion lock of {model_name}"},
+                                           description=f"Held while @champion of {model_name} moves; removed after.")
+            break
+        except MlflowException as err:
+            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code) and "already exists" not in str(err):
+                raise
+        _remove_if_stale(client, name)
+        if time.monotonic() > deadline:
+            raise TrackingError(f"another promotion of {model_name} holds {name} for over {wait_s:.0f} s; "
+                                "try again, or delete that registered model if no promotion is running")
+        time.sleep(0.2 + random.random() * 0.3)
+    try:
+        yield
+    finally:
+        client.delete_registered_model(name)
+
+
+def _remove_if_stale(client: MlflowClient, name: str) -> None:
+    try:
+        lock = client.get_registered_model(name)
+    except MlflowException:
+        return  # released meanwhile
+    if time.time() - lock.creation_timestamp / 1000 > LOCK_STALE_S:
+        log.warning("removing the stale promotion lock %s", name)
+        try:
+            client.delete_registered_model(name)
+        except MlflowException:
+            pass  # someone else removed it
 
 
 def move_champion(model_name: str, new_champion: str, old_champion: str | None) -> None:
-    """champion -> new_champion; the old champion, if any and different, becomes previous."""
+    """champion -> new_champion; the old champion, if any and different, becomes previous.
+    Read back afterwards: a write that did not land is an error, not a silent half-move."""
     client = MlflowClient()
+    expected = {CHAMPION: new_champion}
     if old_champion is not None and old_champion != new_champion:
         client.set_registered_model_alias(model_name, PREVIOUS, old_champion)
+        expected[PREVIOUS] = old_champion
     client.set_registered_model_alias(model_name, CHAMPION, new_champion)
+    for alias, version in expected.items():
+        found = alias_version(model_name, alias)
+        if found is None or str(found.version) != str(version):
+            raise TrackingError(f"@{alias} of {model_name} is not v{version} after moving it; run `make promote` again")

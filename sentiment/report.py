@@ -35,18 +35,18 @@ def optuna_trials_table(study: optuna.Study) -> pd.DataFrame:
     return frame.sort_values("value", ascending=ascending, na_position="last").reset_index(drop=True)
 
 
-def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluation=None) -> None:
-    """All trials as CSV/JSON, counts, the best params and a markdown summary on the active run;
-    the summary is also the run's description (the top of its page in the UI)."""
+def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluation=None,
+                version: str | None = None) -> None:
+    """All trials as CSV/JSON, counts, the best params and a markdown summary on the active run,
+    and a short description at the top of its page in the UI."""
     mlflow.log_text(outcome.table.to_csv(index=False), "trials.csv")
     mlflow.log_text(outcome.table.to_json(orient="records", indent=1, default_handler=str), "trials.json")
     mlflow.log_metrics({f"trials_{k}": v for k, v in outcome.counts.items()})
     if outcome.best is not None:
         mlflow.log_dict(outcome.best.params, "best_params.json")
         mlflow.log_metrics({f"best_{k}": v for k, v in outcome.best.val_metrics.items()})
-    summary = summary_markdown(outcome, study_name, objective, evaluation)
-    mlflow.log_text(summary, "summary.md")
-    mlflow.set_tag("mlflow.note.content", summary.split("## Trials")[0])
+    mlflow.log_text(summary_markdown(outcome, study_name, objective, evaluation), "summary.md")
+    mlflow.set_tag("mlflow.note.content", description_markdown(outcome, objective, evaluation, version))
 
 
 def log_optuna_plots(study: optuna.Study) -> None:
@@ -123,6 +123,29 @@ def summary_markdown(outcome: SearchOutcome, study_name: str, objective: str, ev
     if evaluation is not None:
         lines += evaluation_markdown(evaluation)
     lines += ["## Trials", "", "```", outcome.table.to_string(index=False), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def description_markdown(outcome: SearchOutcome, objective: str, evaluation=None, version: str | None = None) -> str:
+    """The parent run's description: the result first, then where it came from."""
+    counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in outcome.counts.items())
+    lines = []
+    if evaluation is not None:
+        test, val, base = evaluation.test_metrics, evaluation.val_metrics, evaluation.baseline_metrics
+        versus = f"; tf-idf baseline **{base['accuracy']:.4f}** on the same reviews" if base else ""
+        lines += [f"**Final model** ({evaluation.final.kind}): test accuracy **{test['accuracy']:.4f}**, "
+                  f"ROC AUC {test['roc_auc']:.4f} on {len(evaluation.final.test_probability):,} test reviews "
+                  f"(validation {val['accuracy']:.4f}){versus}.", ""]
+    if version is not None:
+        lines += [f"Registered as version **{version}**; member trial runs: "
+                  + ", ".join(f"`{m.run_id}`" for m in (evaluation.final.members if evaluation else outcome.ranked[:1]))
+                  + ".", ""]
+    if outcome.best is not None:
+        best = outcome.best
+        params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.params.items())
+        lines += [f"Best trial {best.trial_id} (run `{best.run_id}`): {objective} "
+                  f"{best.val_metrics.get(objective, float('nan')):.4f}; {params}.", ""]
+    lines += [f"Trials: {counts}. Details: `summary.md`, `evaluation/`, `plots/`."]
     return "\n".join(lines) + "\n"
 
 

@@ -79,7 +79,7 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
             run_workers(cfg, workers, parent.info.run_id)
         outcome = engine.search(cfg, data)
         version, evaluation = register_final(cfg, outcome, experiment_id)
-        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation)
+        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation, version)
     except BaseException:
         _end_parent_quietly("FAILED")
         raise

@@ -92,9 +92,10 @@ def fail_orphaned_run(run_id: str | None, reason: str) -> None:
 
 
 def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:
-    """Where the runs table lives in the UI (the UI itself opens on another page)."""
+    """The experiment's runs table in the model-training view. MLflow 3.17's UI picks GenAI or
+    model training from its own toggle (remembered by the browser), which this query sets."""
     base = tracking_uri if tracking_uri.startswith("http") else ui
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def config_params(cfg: DictConfig) -> dict[str, Any]:

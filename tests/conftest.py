@@ -85,6 +85,11 @@ def _isolated_mlflow(monkeypatch, tmp_path):
         mlflow.end_run()
 
 
+WEAK_STUDY = ["sweep.study_name=weak", "train.learning_rate=1e-6", "train.max_epochs=1"]
+STRONG_STUDY = ["sweep.study_name=strong", "train.learning_rate=0.02", "train.max_epochs=4",
+                "sweep.space.dropout.high=0.1"]
+
+
 @pytest.fixture(scope="module")
 def registry_store(tmp_path_factory, imdb_dir):
     """A store with two registered versions: v1 barely trained, v2 trained properly.
@@ -95,10 +100,7 @@ def registry_store(tmp_path_factory, imdb_dir):
 
     tmp = tmp_path_factory.mktemp("registry")
     base = tiny_overrides(imdb_dir, tmp) + ["sweep.n_trials=1", "promote.test_samples=null"]
-    weak = ["sweep.study_name=weak", "train.learning_rate=1e-6", "train.max_epochs=1"]
-    strong = ["sweep.study_name=strong", "train.learning_rate=0.02", "train.max_epochs=4",
-              "sweep.space.dropout.high=0.1"]
-    for extra in (weak, strong):
+    for extra in (WEAK_STUDY, STRONG_STUDY):
         assert run_sweep(load_config(base + extra)).registered_version is not None
     mlflow.end_run()
     return base

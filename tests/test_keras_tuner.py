@@ -54,7 +54,8 @@ def test_keras_tuner_sweep_matches_the_optuna_layout_and_resumes(imdb_dir, tmp_p
     assert model.predict(pd.DataFrame({"text": ["great film"]}))["probability"].between(0, 1).all()
 
     again = run_sweep(cfg)
-    assert _children(again.parent_run_id) == []
+    assert again.parent_run_id == result.parent_run_id  # one parent per study, no new trial under it
+    assert len(_children(again.parent_run_id)) == 2
     assert again.registered_version == result.registered_version
     assert len(again.outcome.table) == 2
 

@@ -2,6 +2,7 @@
 
 import threading
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -71,6 +72,34 @@ def test_concurrent_promotions_leave_consistent_aliases(registry_store):
     assert aliases["champion"] in {"1", "2"} and aliases["previous"] in {"1", "2"}
     assert aliases["champion"] != aliases["previous"]
     assert all("moved" in str(e) for e in errors)
+
+
+@pytest.mark.integration
+def test_promotions_from_two_processes_sharing_no_files_are_serialized_by_the_server(registry_store, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_faults import MlflowServer
+
+    db = next(o.split("=", 1)[1] for o in registry_store if o.startswith("tracking.uri="))
+    server = MlflowServer(db, tmp_path / "served-artifacts").start()
+    try:
+        overrides = [o for o in registry_store if not o.startswith("tracking.uri=")] + [f"tracking.uri={server.url}"]
+        machines = {v: tmp_path / f"machine-{v}" for v in ("1", "2")}  # separate working directories
+        workers = []
+        for version, folder in machines.items():
+            folder.mkdir()
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "sentiment", "promote", "--force", "--version", version, *overrides],
+                cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        assert all(w.returncode in (0, 2) for w in workers), outputs  # 2: "the champion moved", retry
+        mlflow.set_tracking_uri(server.url)
+        aliases = _aliases()
+        assert {aliases["champion"], aliases["previous"]} == {"1", "2"}, outputs
+        assert not MlflowClient().search_registered_models(filter_string=f"name = '{NAME}{registry.LOCK_SUFFIX}'")
+    finally:
+        server.stop()
 
 
 def test_rollback_without_previous_changes_nothing(imdb_dir, tmp_path, capsys):

@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import tensorflow as tf
 from mlflow import MlflowClient
 
 from sentiment import tracking
@@ -26,8 +27,24 @@ def _children(parent_run_id: str):
     )
 
 
+@pytest.fixture(scope="module")
+def _shared_sweep(imdb_dir, tmp_path_factory):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path_factory.mktemp("swept")))
+    result = run_sweep(cfg)
+    mlflow.end_run()
+    return cfg, result
+
+
 @pytest.fixture
-def swept(tiny_cfg):
+def swept(_shared_sweep):
+    """One tiny sweep shared by the tests that only read what it left (pointed at its store)."""
+    tracking.connect(_shared_sweep[0].tracking)
+    return _shared_sweep
+
+
+@pytest.fixture
+def fresh_sweep(tiny_cfg):
+    """A sweep of its own, for a test that changes the study."""
     return tiny_cfg, run_sweep(tiny_cfg)
 
 
@@ -84,8 +101,8 @@ def _all_runs():
     return mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-def test_one_parent_run_per_study_and_a_rerun_with_nothing_to_do_creates_none(swept):
-    cfg, first = swept
+def test_one_parent_run_per_study_and_a_rerun_with_nothing_to_do_creates_none(fresh_sweep):
+    cfg, first = fresh_sweep
     before = len(_all_runs())
     second = run_sweep(cfg)
     assert len(_study(cfg).trials) == 2 and len(_all_runs()) == before
@@ -108,8 +125,12 @@ def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
         assert child.data.params["train.optimizer"] == "Adam"
         assert float(child.data.params["train.learning_rate"]) == cfg.train.learning_rate
     note = client.get_run(result.parent_run_id).data.tags["mlflow.note.content"]
-    assert "Final model: mean of the top 2 trials" in note and "baseline (test)" in note
+    assert note.startswith("**Final model** (mean of the top 2 trials): test accuracy")
+    assert "tf-idf baseline" in note and f"Registered as version **{result.registered_version}**" in note
     assert "## Trials" not in note  # the long table stays in summary.md
+    summary = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/summary.md")
+    assert "| metric | final model (val) | final model (test) | baseline (test) |" in summary
+    assert "| shortest quarter |" in summary
 
 
 def test_registered_ensemble_is_the_mean_of_its_members_with_the_baseline_beside_it(swept):
@@ -125,8 +146,9 @@ def test_registered_ensemble_is_the_mean_of_its_members_with_the_baseline_beside
     served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
     got = served.predict(pd.DataFrame({"text": reviews}))["probability"].to_numpy()
     vocabulary = load_data(cfg).vocabulary
-    each = [end_to_end(tracking.load_keras_model(run_id), make_vectorizer(cfg.data, vocabulary)).predict(
-        np.array(reviews)[:, None], verbose=0).reshape(-1) for run_id in members]
+    text = tf.constant(reviews)[:, tf.newaxis]
+    each = [np.asarray(end_to_end(tracking.load_keras_model(run_id), make_vectorizer(cfg.data, vocabulary))(text))
+            .reshape(-1) for run_id in members]
     assert got == pytest.approx(np.mean(each, axis=0), abs=1e-5)
 
 

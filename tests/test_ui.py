@@ -7,11 +7,14 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import requests
 
 from sentiment import tracking
 from sentiment.config import load_config
+from sentiment.sweep import run_sweep
+from tests.conftest import STRONG_STUDY
 from tests.test_serve import _free_port
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
@@ -25,6 +28,10 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 
 @pytest.fixture
 def mlflow_ui(registry_store, tmp_path):
+    # The strong study is run twice more: once with nothing to do, once resumed with one trial more.
+    strong = registry_store + STRONG_STUDY
+    for extra in ([], ["sweep.n_trials=2"]):
+        run_sweep(load_config(strong + extra))
     cfg = load_config(registry_store)
     port = _free_port()
     server = subprocess.Popen(
@@ -72,19 +79,31 @@ def _wait_for_text(driver, text: str, seconds: float = 60):
 
 
 @pytest.mark.integration
-def test_ui_lists_parent_child_runs_and_registered_versions(mlflow_ui, browser, tmp_path):
+def test_ui_opens_on_model_training_with_one_parent_per_study(mlflow_ui, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     url, cfg = mlflow_ui
     experiment_id = tracking.connect(cfg.tracking)
     browser.get(tracking.runs_table_url(url, experiment_id, ui=url))
     _wait_for_text(browser, "sweep-strong")
-    assert "sweep-weak" in browser.find_element(By.TAG_NAME, "body").text
-    # Child runs are folded under their parent: unfold the parent's row.
-    parent = browser.find_element(By.PARTIAL_LINK_TEXT, "sweep-strong")
-    parent.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]").find_element(By.TAG_NAME, "button").click()
-    _wait_for_text(browser, "trial-000")
+    body = browser.find_element(By.TAG_NAME, "body").text
+    # The model-training view: runs and the model registry in the side bar, none of the GenAI pages.
+    assert "Model registry" in body and not {"Judges", "Prompts", "Sessions"} & set(body.splitlines())
+    assert "sweep-weak" in body
+    # The strong study ran three times (created, nothing to do, resumed): still one parent row.
+    rows = browser.find_elements(By.PARTIAL_LINK_TEXT, "sweep-strong")
+    assert len(rows) == 1
+    rows[0].find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]").find_element(By.TAG_NAME, "button").click()
+    _wait_for_text(browser, "trial-001")
+    assert "trial-000" in browser.find_element(By.TAG_NAME, "body").text
     browser.save_screenshot(str(tmp_path / "runs.png"))
+
+    parent = mlflow.search_runs([experiment_id], output_format="list",
+                                filter_string="tags.role = 'sweep' and tags.`sweep.study` = 'strong'")[0]
+    browser.get(f"{url}/#/experiments/{experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning")
+    _wait_for_text(browser, "Final model")
+    assert "tf-idf baseline" in browser.find_element(By.TAG_NAME, "body").text
+    browser.save_screenshot(str(tmp_path / "parent.png"))
 
     browser.get(f"{url}/#/models/{cfg.tracking.model_name}")
     _wait_for_text(browser, "Version 2")
