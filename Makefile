@@ -30,7 +30,7 @@ export REVIEW_FILE := $(value FILE)
 PREDICT_FLAGS := $(if $(value TEXT),--text "$$REVIEW_TEXT",) $(if $(value FILE),--file "$$REVIEW_FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock sweep train promote rollback predict serve test test-fast bench ui server dashboard clean
+.PHONY: help install lock sweep train promote rollback predict serve test test-fast bench bench-serve ui server dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, server
 
 bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s)
 	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),)
+
+bench-serve: $(STAMP) ## benchmark `make serve` on @champion: latency, throughput, memory (SECONDS=60 per scenario)
+	$(BIN)/python -m sentiment bench-serve $(if $(SECONDS),--seconds $(SECONDS),) $(EXP_FLAG) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the configured store, e.g. ARGS="tracking.uri=sqlite:///other.db"
 	$(BIN)/python -m sentiment ui --port $(PORT) $(EXP_FLAG) $(ARGS)

@@ -155,8 +155,13 @@ def run_bench(preset_name: str = "small", budget_s: float | None = None, skip_ra
         if not skip_race:
             report["race"] = race(base, preset, workdir)
     report["peak_memory_mb"] = round(peak_memory_mb(), 1)
+    return write_results(report, preset_name)
+
+
+def write_results(report: dict, prefix: str) -> dict:
+    """The report as JSON under bench/results/<prefix>-<time>.json; its path is added to it."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{preset_name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path = RESULTS_DIR / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
     report["path"] = str(path)
     return report

@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         "rollback": "swap @champion and @previous",
         "predict": "label reviews with models:/<model_name>@champion",
         "bench": "throughput, memory and a time-to-accuracy race of search engines",
+        "bench-serve": "latency and throughput of `make serve` on @champion over HTTP",
         "ui": "print the runs-table URL and start the MLflow UI on the configured store",
         "serve": "serve models:/<model_name>@champion over REST (mlflow models serve)",
         "dashboard": "start optuna-dashboard on the configured study storage",
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     cmds["bench"].add_argument("--preset", choices=("small", "full"), default="small")
     cmds["bench"].add_argument("--budget", type=float, help="seconds per engine in the race")
     cmds["bench"].add_argument("--no-race", action="store_true", help="only data and throughput numbers")
+    cmds["bench-serve"].add_argument("--seconds", type=float, default=60.0, help="per scenario (default 60)")
     for name, port in (("ui", 5000), ("serve", 5001), ("dashboard", 8080)):
         cmds[name].add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port})")
     for cmd in configured:
@@ -164,6 +166,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_bench_serve(args, cfg) -> int:
+    from sentiment.bench_serve import bench_serve, format_serve_report
+
+    print(format_serve_report(bench_serve(cfg, args.overrides, seconds=args.seconds)))
+    return 0
+
+
 def cmd_ui(args, cfg) -> int:
     from sentiment import tracking
 
@@ -210,8 +219,9 @@ def _exec(tool: str, *arguments: str) -> int:
 
 
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
-            "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard}
-TRAINS_OR_SCORES = {"sweep", "train", "promote", "predict"}
+            "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard,
+            "bench-serve": cmd_bench_serve}
+TRAINS_OR_SCORES = {"sweep", "train", "promote", "predict", "bench-serve"}
 
 if __name__ == "__main__":
     sys.exit(main())

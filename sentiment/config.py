@@ -204,6 +204,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
            f"{expected!r} for objective {sweep.objective}")
     _check(bool(sweep.study_name), "sweep.study_name", sweep.study_name, "a non-empty name")
     _one_of(cfg, "sweep.final", FINAL_MODELS)
+    _positive_int(cfg, "sweep.warm_start_k")
     _positive_int(cfg, "sweep.ensemble_size")
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)

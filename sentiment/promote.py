@@ -57,25 +57,25 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
         return Promotion(name, cand_v, champ_v, "already champion", pd.DataFrame(), {})
 
     reviews = load_test_reviews(apply_sample(cfg, {"data.test_samples": settings.test_samples}))
-    scores = {f"candidate v{cand_v}": score_version(name, cand_v, reviews)}
+    scores = {"candidate": score_version(name, cand_v, reviews)}
     if champ_v:
-        scores[f"champion v{champ_v}"] = score_version(name, champ_v, reviews)
-    decision = _decide(scores, champ_v, settings, force)
+        scores["champion"] = score_version(name, champ_v, reviews)
+    decision = _decide(scores, settings, force)
     with registry.alias_lock(name):
         _check_champion_unchanged(name, champ_v)
         if decision in MOVES_ALIASES:
             registry.move_champion(name, cand_v, champ_v)
     _record(name, cand_v, champ_v, scores, decision, settings.metric)
-    table = pd.DataFrame(scores).rename(index={"test_reviews": "test reviews"})
+    columns = {"candidate": f"candidate v{cand_v}", "champion": f"champion v{champ_v}"}  # for people only
+    table = pd.DataFrame(scores).rename(columns=columns, index={"test_reviews": "test reviews"})
     sources = {cand_v: candidate.run_id, **({champ_v: champion.run_id} if champion else {})}
     return Promotion(name, cand_v, champ_v, decision, table, sources)
 
 
-def _decide(scores: dict, champion: str | None, settings: DictConfig, force: bool) -> str:
-    if champion is None:
+def _decide(scores: dict, settings: DictConfig, force: bool) -> str:
+    if "champion" not in scores:
         return "first champion"
-    candidate_scores, champion_scores = scores.values()
-    if is_better(candidate_scores, champion_scores, settings.metric, settings.margin):
+    if is_better(scores["candidate"], scores["champion"], settings.metric, settings.margin):
         return "promoted"
     return "forced" if force else "refused"
 
@@ -92,12 +92,12 @@ def _check_champion_unchanged(name: str, expected: str | None) -> None:
 
 def _record(name: str, cand_v: str, champ_v: str | None, scores: dict, decision: str, metric: str) -> None:
     """Decision and both sides' metrics as version tags, so the registry keeps the evidence."""
-    cand_scores = scores[f"candidate v{cand_v}"]
+    cand_scores = scores["candidate"]
     tags = {"promotion.decision": decision, "promotion.metric": metric,
             "promotion.compared_with": champ_v or "none",
             **{f"promotion.{k}": round(v, 6) for k, v in cand_scores.items()}}
     if champ_v:
-        champ_scores = scores[f"champion v{champ_v}"]
+        champ_scores = scores["champion"]
         tags.update({f"promotion.champion_{k}": round(v, 6) for k, v in champ_scores.items()})
         registry.tag_version(name, champ_v, {f"promotion.{k}": round(v, 6) for k, v in champ_scores.items()})
     registry.tag_version(name, cand_v, tags)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -53,12 +54,41 @@ def open_study(cfg: DictConfig) -> optuna.Study:
     if previous is None:
         study.set_user_attr("config_fingerprint", fingerprint)
         study.set_user_attr("config", OmegaConf.to_container(cfg, resolve=True))
+        warm_start(cfg, study)
     elif previous != fingerprint:
         raise ConfigError(
             f"study {sweep.study_name!r} in {sweep.storage} was made with a different config; "
             "set sweep.study_name=<new name> to start a new study, or restore the old settings"
         )
     return study
+
+
+def warm_start(cfg: DictConfig, study: optuna.Study) -> int:
+    """Enqueue the best sweep.warm_start_k configurations of an earlier study (sweep.warm_start),
+    so a new study after a data or model change starts from what was learned. Values outside
+    today's space are left to the sampler. Returns how many trials were enqueued."""
+    sweep = cfg.sweep
+    if not sweep.warm_start:
+        return 0
+    storage = make_storage(OmegaConf.merge(sweep, {"storage": sweep.warm_start_storage or sweep.storage}))
+    try:
+        source = optuna.load_study(study_name=sweep.warm_start, storage=storage)
+    except KeyError:
+        raise ConfigError(f"sweep.warm_start={sweep.warm_start!r}: no such study in "
+                          f"{sweep.warm_start_storage or sweep.storage}") from None
+    best = ranked_trials(source)[: sweep.warm_start_k]
+    for trial in best:
+        study.enqueue_trial({name: value for name, value in trial.params.items()
+                             if name in sweep.space and in_space(sweep.space[name], value)})
+    study.set_user_attr("warm_start", {"study": sweep.warm_start, "trials": [t.number for t in best]})
+    log.info("warm start: enqueued the best %d trials of study %s", len(best), sweep.warm_start)
+    return len(best)
+
+
+def in_space(spec: DictConfig, value) -> bool:
+    if spec.type == "categorical":
+        return value in list(spec.choices)
+    return spec.low <= value <= spec.high
 
 
 def count(study: optuna.Study, states: tuple) -> int:
@@ -180,14 +210,21 @@ def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
     study = run_trials(cfg, data)
     # What actually ran, by class: a config typo can never silently fall back to a default.
     mlflow.set_tags({"sweep.sampler": type(study.sampler.inner).__name__, "sweep.pruner": type(study.pruner).__name__})
+    if "warm_start" in study.user_attrs:
+        mlflow.set_tag("sweep.warm_start", json.dumps(study.user_attrs["warm_start"]))
     report.log_optuna_plots(study)
     return SearchOutcome("optuna", report.optuna_trials_table(study), ranked(study), _counts(study))
 
 
-def ranked(study: optuna.Study) -> list[BestTrial]:
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Completed trials, best objective first."""
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    completed.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    return sorted(completed, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+
+
+def ranked(study: optuna.Study) -> list[BestTrial]:
+    """Completed trials as BestTrial records, best objective first."""
+    completed = ranked_trials(study)
     return [BestTrial(str(t.number), t.user_attrs["mlflow_run_id"], t.params,
                       {k: v for k, v in t.user_attrs.items() if k.startswith("val_")}) for t in completed]
 

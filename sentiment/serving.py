@@ -123,27 +123,55 @@ def reviews_from_input(model_input) -> list[str]:
     return values
 
 
+def _token_parts(model: keras.Model) -> list[tuple[keras.layers.Layer, keras.Model]] | None:
+    """(vectorizer, token model) of each member of a raw-text model (an ensemble's members are
+    Keras models), or None if it is not made of them."""
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not any(isinstance(layer, keras.layers.Average) for layer in model.layers):
+        members = [model]
+    parts = []
+    for member in members:
+        named = {layer.name: layer for layer in member.layers}
+        if "vectorizer" not in named or "lstm_sentiment" not in named:
+            return None
+        parts.append((named["vectorizer"], named["lstm_sentiment"]))
+    return parts
+
+
+def _trim_padding(ids: tf.Tensor) -> tf.Tensor:
+    """Drop the padding columns every review of the batch has: the LSTM needn't step over them."""
+    longest = tf.reduce_max(tf.math.count_nonzero(ids, axis=1, dtype=tf.int32))
+    return ids[:, : tf.maximum(longest, 1)]
+
+
 class ReviewClassifier(mlflow.pyfunc.PythonModel):
     """Wraps the end-to-end Keras model (vectorizer inside) for pyfunc and serving.
 
-    The forward pass is traced once at load into a graph over a batch of strings of any size,
-    and warmed up: calling the Keras model eagerly would run the LSTM loop op by op per request.
+    Calling the Keras model eagerly would run the LSTM loop op by op per request. At load, the
+    forward pass is traced once into a graph over any number of strings and warmed up, so no
+    request re-traces; a batch's shared padding is trimmed before the LSTM runs.
     """
 
-    BATCH = 512  # reviews per graph call: bounds memory for large requests
+    CHUNK = 512  # reviews per graph call: bounds memory for large requests
 
     def load_context(self, context) -> None:
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT])
-        self._forward = tf.function(lambda text: self.model(text, training=False),
-                                    input_signature=[tf.TensorSpec([None, 1], tf.string)])
+        parts = _token_parts(self.model)
+        if parts is None:  # not built from our pieces: the whole model as one graph
+            forward = lambda text: self.model(text, training=False)  # noqa: E731
+        else:
+            def forward(text):
+                scores = [model(_trim_padding(vectorizer(text)), training=False) for vectorizer, model in parts]
+                return tf.add_n(scores) / len(scores)
+        self._forward = tf.function(forward, input_signature=[tf.TensorSpec([None, 1], tf.string)])
         self._forward(tf.constant([["A warm-up review, traced once."], [""]]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         reviews = reviews_from_input(model_input)
         if not reviews:
             return pd.DataFrame({"probability": np.zeros(0, dtype="float64"), "label": np.zeros(0, dtype=object)})
-        batches = [reviews[i : i + self.BATCH] for i in range(0, len(reviews), self.BATCH)]
-        scores = [self._forward(tf.constant(batch)[:, tf.newaxis]).numpy() for batch in batches]
+        chunks = [reviews[i : i + self.CHUNK] for i in range(0, len(reviews), self.CHUNK)]
+        scores = [self._forward(tf.constant(chunk)[:, tf.newaxis]).numpy() for chunk in chunks]
         probability = np.concatenate(scores).astype("float64").reshape(-1)
         label = np.where(probability >= 0.5, "positive", "negative")
         return pd.DataFrame({"probability": probability, "label": label})

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # Settings that may change between invocations of one search without changing what it searches.
 RESUMABLE_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
+                  "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
+                  "sweep.final", "sweep.ensemble_size",
                   "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
                   "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
 

@@ -68,3 +68,28 @@ def test_two_workers_on_one_study_never_propose_the_same_params(imdb_dir, tmp_pa
             sample_params(trial, cfg.sweep.space)
             study.tell(trial, 0.0)
     assert len(set(_params(workers[0]))) == 6
+
+
+def test_warm_start_enqueues_the_best_trials_of_an_earlier_study(imdb_dir, tmp_path):
+    from sentiment.search_optuna import open_study
+
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.study_name=old"])
+    old = open_study(cfg)
+    for value in (0.9, 0.1, 0.5):  # trial 1 is the best (val_loss is minimized)
+        trial = old.ask()
+        sample_params(trial, cfg.sweep.space)
+        old.tell(trial, value)
+    new = open_study(load_config(tiny_overrides(imdb_dir, tmp_path) + [
+        "sweep.study_name=new", "sweep.warm_start=old", "sweep.warm_start_k=2"]))
+    queued = [t.system_attrs["fixed_params"] for t in new.trials]
+    assert queued == [old.trials[1].params, old.trials[2].params]
+    assert new.user_attrs["warm_start"] == {"study": "old", "trials": [1, 2]}
+    first = new.ask()  # the enqueued params are what the first trial samples
+    assert sample_params(first, cfg.sweep.space) == {cfg.sweep.space[k].key: v for k, v in old.trials[1].params.items()}
+
+
+def test_warm_start_from_a_missing_study_is_one_line(imdb_dir, tmp_path):
+    from sentiment.search_optuna import open_study
+
+    with pytest.raises(ConfigError, match="sweep.warm_start='nope': no such study"):
+        open_study(load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.warm_start=nope"]))

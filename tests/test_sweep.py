@@ -29,7 +29,7 @@ def _children(parent_run_id: str):
 
 @pytest.fixture(scope="module")
 def _shared_sweep(imdb_dir, tmp_path_factory):
-    cfg = load_config(tiny_overrides(imdb_dir, tmp_path_factory.mktemp("swept")))
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path_factory.mktemp("swept")) + ["sweep.final=ensemble"])
     result = run_sweep(cfg)
     mlflow.end_run()
     return cfg, result
@@ -103,6 +103,8 @@ def _all_runs():
 
 def test_one_parent_run_per_study_and_a_rerun_with_nothing_to_do_creates_none(fresh_sweep):
     cfg, first = fresh_sweep
+    version = MlflowClient().get_model_version(cfg.tracking.model_name, first.registered_version)
+    assert version.tags["final_model"] == "best trial" and "," not in version.tags["member_run_ids"]
     before = len(_all_runs())
     second = run_sweep(cfg)
     assert len(_study(cfg).trials) == 2 and len(_all_runs()) == before

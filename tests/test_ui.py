@@ -111,3 +111,30 @@ def test_ui_opens_on_model_training_with_one_parent_per_study(mlflow_ui, browser
     assert "Version 1" in body and "test_accuracy" in body
     browser.save_screenshot(str(tmp_path / "model.png"))
     assert (tmp_path / "runs.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_make_ui_opens_the_store_the_config_names(registry_store, tmp_path):
+    """`make ui ARGS="tracking.uri=..."`: the printed URL has that store's experiment id."""
+    cfg = load_config(registry_store)
+    experiment_id = tracking.connect(cfg.tracking)
+    port = _free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "sentiment", "ui", "--port", str(port), *registry_store],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        first = ui.stdout.readline().strip()
+        assert first == f"runs table: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        deadline, reply = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get",
+                                     params={"experiment_id": experiment_id}, timeout=2)
+                if reply.ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        assert reply is not None and reply.json()["experiment"]["name"] == cfg.tracking.experiment
+    finally:
+        os.killpg(ui.pid, 15)
+        ui.wait(timeout=30)
