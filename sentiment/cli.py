@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if args.show_config:
             return 0
-        if args.command in TRAINS_OR_SCORES:
-            import_tensorflow_quietly()
+        import_tensorflow_quietly()  # every command reaches Keras (MLflow's Keras callback, the layers)
         return COMMANDS[args.command](args, cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -221,7 +220,6 @@ def _exec(tool: str, *arguments: str) -> int:
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
             "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard,
             "bench-serve": cmd_bench_serve}
-TRAINS_OR_SCORES = {"sweep", "train", "promote", "predict", "bench-serve"}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 
 import mlflow
 import optuna
 import pandas as pd
 
+from sentiment.metrics import METRICS
 from sentiment.trial import SearchOutcome
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ def optuna_trials_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluation=None,
-                version: str | None = None) -> None:
+                headline: Headline | None = None) -> None:
     """All trials as CSV/JSON, counts, the best params and a markdown summary on the active run,
     and a short description at the top of its page in the UI."""
     mlflow.log_text(outcome.table.to_csv(index=False), "trials.csv")
@@ -46,7 +48,7 @@ def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluat
         mlflow.log_dict(outcome.best.params, "best_params.json")
         mlflow.log_metrics({f"best_{k}": v for k, v in outcome.best.val_metrics.items()})
     mlflow.log_text(summary_markdown(outcome, study_name, objective, evaluation), "summary.md")
-    mlflow.set_tag("mlflow.note.content", description_markdown(outcome, objective, evaluation, version))
+    mlflow.set_tag("mlflow.note.content", description_markdown(outcome, objective, headline))
 
 
 def log_optuna_plots(study: optuna.Study) -> None:
@@ -126,20 +128,45 @@ def summary_markdown(outcome: SearchOutcome, study_name: str, objective: str, ev
     return "\n".join(lines) + "\n"
 
 
-def description_markdown(outcome: SearchOutcome, objective: str, evaluation=None, version: str | None = None) -> str:
+@dataclass
+class Headline:
+    """The final model's result in brief: from a fresh evaluation, or from the tags of the
+    version an earlier invocation registered (when the final model has not changed)."""
+
+    kind: str
+    version: str
+    member_run_ids: list[str]
+    test_reviews: int
+    val_accuracy: float
+    test: dict[str, float]
+    baseline: dict[str, float]
+
+    @classmethod
+    def from_evaluation(cls, evaluation, version: str) -> "Headline":
+        final = evaluation.final
+        return cls(final.kind, version, [m.run_id for m in final.members], len(final.test_probability),
+                   evaluation.val_metrics["accuracy"], evaluation.test_metrics, evaluation.baseline_metrics)
+
+    @classmethod
+    def from_version_tags(cls, version: str, tags: dict[str, str]) -> "Headline":
+        pick = lambda prefix: {m: float(tags[prefix + m]) for m in METRICS if prefix + m in tags}  # noqa: E731
+        return cls(tags.get("final_model", "best trial"), version, tags.get("member_run_ids", "").split(","),
+                   int(tags.get("test_samples", 0)), float(tags.get("val_accuracy", "nan")),
+                   pick("test_"), pick("baseline_test_"))
+
+
+def description_markdown(outcome: SearchOutcome, objective: str, headline: Headline | None = None) -> str:
     """The parent run's description: the result first, then where it came from."""
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in outcome.counts.items())
     lines = []
-    if evaluation is not None:
-        test, val, base = evaluation.test_metrics, evaluation.val_metrics, evaluation.baseline_metrics
+    if headline is not None and headline.test:
+        test, base = headline.test, headline.baseline
         versus = f"; tf-idf baseline **{base['accuracy']:.4f}** on the same reviews" if base else ""
-        lines += [f"**Final model** ({evaluation.final.kind}): test accuracy **{test['accuracy']:.4f}**, "
-                  f"ROC AUC {test['roc_auc']:.4f} on {len(evaluation.final.test_probability):,} test reviews "
-                  f"(validation {val['accuracy']:.4f}){versus}.", ""]
-    if version is not None:
-        lines += [f"Registered as version **{version}**; member trial runs: "
-                  + ", ".join(f"`{m.run_id}`" for m in (evaluation.final.members if evaluation else outcome.ranked[:1]))
-                  + ".", ""]
+        lines += [f"**Final model** ({headline.kind}): test accuracy **{test['accuracy']:.4f}**, "
+                  f"ROC AUC {test['roc_auc']:.4f} on {headline.test_reviews:,} test reviews "
+                  f"(validation {headline.val_accuracy:.4f}){versus}.", "",
+                  f"Registered as version **{headline.version}**; member trial runs: "
+                  + ", ".join(f"`{run_id}`" for run_id in headline.member_run_ids) + ".", ""]
     if outcome.best is not None:
         best = outcome.best
         params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.params.items())

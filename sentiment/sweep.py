@@ -79,7 +79,8 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
             run_workers(cfg, workers, parent.info.run_id)
         outcome = engine.search(cfg, data)
         version, evaluation = register_final(cfg, outcome, experiment_id)
-        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation, version)
+        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation,
+                           _headline(cfg, version, evaluation))
     except BaseException:
         _end_parent_quietly("FAILED")
         raise
@@ -127,6 +128,15 @@ def open_parent_run(cfg: DictConfig, experiment_id: str):
     run = mlflow.start_run(run_id=existing[0].info.run_id)
     mlflow.set_tags(_parent_tags(cfg))  # this invocation's engine and algorithm
     return run
+
+
+def _headline(cfg: DictConfig, version: str | None, evaluation: Evaluation | None) -> report.Headline | None:
+    if version is None:
+        return None
+    if evaluation is not None:
+        return report.Headline.from_evaluation(evaluation, version)
+    # The final model did not change since an earlier invocation: its version holds its result.
+    return report.Headline.from_version_tags(version, registry.get_version(cfg.tracking.model_name, version).tags)
 
 
 def _end_parent_quietly(status: str) -> None:

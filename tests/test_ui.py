@@ -123,7 +123,7 @@ def test_make_ui_opens_the_store_the_config_names(registry_store, tmp_path):
                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)
     try:
-        first = ui.stdout.readline().strip()
+        first = next(line.strip() for line in ui.stdout if line.startswith("runs table:"))
         assert first == f"runs table: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
         deadline, reply = time.monotonic() + 120, None
         while time.monotonic() < deadline:
