@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from sentiment import tracking
 from sentiment.config import apply_sample
-from sentiment.data import load_data, make_vectorizer
+from sentiment.data import TokenizedData, load_data, make_vectorizer
 from sentiment.model import end_to_end, ensemble
 from sentiment.train import predict_proba
 from sentiment.trial import BestTrial, SearchOutcome
@@ -48,16 +48,17 @@ def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
     return apply_sample(cfg, {space[name].key: value for name, value in member.params.items() if name in space})
 
 
-def build_final_model(cfg: DictConfig, members: list[BestTrial]) -> FinalModel:
+def build_final_model(cfg: DictConfig, members: list[BestTrial], data: TokenizedData) -> FinalModel:
     """Load each member from its trial run, score it on val and test token ids, and wrap all in one."""
     text_models, val, test = [], [], []
     for index, member in enumerate(members):
         member_cfg = member_config(cfg, member)
-        data = load_data(member_cfg)  # cached per data config: members may differ in truncation or length
+        # The sweep's arrays, unless the member searched a data key (truncation, length, vocabulary).
+        member_data = data if member_cfg.data == cfg.data else load_data(member_cfg)
         trained = tracking.load_keras_model(member.run_id)
-        val.append(predict_proba(trained, data.x_val, member_cfg.data.bucket_boundaries))
-        test.append(predict_proba(trained, data.x_test, member_cfg.data.bucket_boundaries))
-        vectorizer = make_vectorizer(member_cfg.data, data.vocabulary)
+        val.append(predict_proba(trained, member_data.x_val, member_cfg.data.bucket_boundaries))
+        test.append(predict_proba(trained, member_data.x_test, member_cfg.data.bucket_boundaries))
+        vectorizer = make_vectorizer(member_cfg.data, member_data.vocabulary)
         name = "review_sentiment" if len(members) == 1 else f"member_{index}"
         text_models.append(end_to_end(trained, vectorizer, name=name))
     text_model = ensemble(text_models)

@@ -62,13 +62,17 @@ def texts_frame(payload) -> pd.DataFrame:
     return frame
 
 
+def too_large(size: int) -> BadRequest:
+    return BadRequest(413, "REQUEST_TOO_LARGE", f"the body is {size:,} bytes; the limit is {MAX_BODY_BYTES:,} "
+                                                "(about 4,000 reviews): split the batch")
+
+
 def check_request(content_type: str, body: bytes) -> None:
     """Raise BadRequest for what the model could never score; the rest goes to MLflow."""
     from sentiment.serving import BadInput, reviews_from_input
 
     if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(413, "REQUEST_TOO_LARGE", f"the body is {len(body):,} bytes; the limit is "
-                                                   f"{MAX_BODY_BYTES:,} (about 4,000 reviews): split the batch")
+        raise too_large(len(body))
     mime = (content_type or "").split(";")[0].strip().lower()
     if mime not in (JSON_TYPE, CSV_TYPE):
         raise BadRequest(415, "UNSUPPORTED_MEDIA_TYPE",
@@ -96,8 +100,7 @@ def guard(app):
             return await call_next(request)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _error(JSONResponse, BadRequest(413, "REQUEST_TOO_LARGE", f"the body is {int(declared):,} bytes; "
-                                                   f"the limit is {MAX_BODY_BYTES:,} (about 4,000 reviews): split the batch"))
+            return _error(JSONResponse, too_large(int(declared)))
         body = await request.body()
         try:
             check_request(request.headers.get("content-type", ""), body)

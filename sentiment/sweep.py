@@ -18,7 +18,7 @@ from sentiment.baseline import (
     log_baseline,
 )
 from sentiment.config import search_algorithm
-from sentiment.data import load_data, load_test_reviews
+from sentiment.data import TokenizedData, load_data, load_test_reviews
 from sentiment.final_model import FinalModel, build_final_model, select_members
 from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
 from sentiment.trial import SearchOutcome
@@ -78,7 +78,7 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
         if workers > 1:
             run_workers(cfg, workers, parent.info.run_id)
         outcome = engine.search(cfg, data)
-        version, evaluation = register_final(cfg, outcome, experiment_id)
+        version, evaluation = register_final(cfg, outcome, experiment_id, data)
         report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation,
                            _headline(cfg, version, evaluation))
     except BaseException:
@@ -152,7 +152,7 @@ def _parent_tags(cfg: DictConfig) -> dict[str, str]:
             "sweep.algorithm": search_algorithm(cfg)}
 
 
-def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str) -> tuple[str | None, Evaluation | None]:
+def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, data: TokenizedData) -> tuple[str | None, Evaluation | None]:
     """Build the final model from the best trials, evaluate it once on test, register it."""
     members = select_members(cfg, outcome)
     if not members:
@@ -164,7 +164,7 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str) 
     if existing is not None:
         log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
         return str(existing.version), None
-    evaluation = evaluate_final(cfg, build_final_model(cfg, members), experiment_id)
+    evaluation = evaluate_final(cfg, build_final_model(cfg, members, data), experiment_id, data)
     report.log_evaluation(evaluation)
     info = tracking.log_text_model(evaluation.final.text_model, registered_model_name=model_name)
     version = str(info.registered_model_version)
@@ -182,9 +182,8 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str) 
     return version, evaluation
 
 
-def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str) -> Evaluation:
+def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str, data: TokenizedData) -> Evaluation:
     """Score the final model (and the baseline, from its stored probabilities) on the same reviews."""
-    data = load_data(cfg)
     test_reviews = load_test_reviews(cfg)
     if not np.array_equal(test_reviews.labels, data.y_test):
         raise RuntimeError("test reviews and token ids disagree: clear the token cache")  # never expected
