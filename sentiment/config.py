@@ -40,8 +40,15 @@ def load_config(overrides: Iterable[str] = (), experiment: str | None = None) ->
     extra = [f"+experiments={experiment}"] if experiment else []
     cfg = _compose(extra + overrides)
     _reject_unknown_keys(cfg, _compose([]), experiment)
+    _drop_removed_dimensions(cfg)
     validate(cfg)
     return cfg
+
+
+def _drop_removed_dimensions(cfg: DictConfig) -> None:
+    """`sweep.space.NAME: null` (in an experiment or an override) removes a default dimension."""
+    space = cfg.sweep.space
+    cfg.sweep.space = {name: spec for name, spec in space.items() if spec is not None}
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -206,6 +213,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _one_of(cfg, "sweep.final", FINAL_MODELS)
     _positive_int(cfg, "sweep.warm_start_k")
     _positive_int(cfg, "sweep.ensemble_size")
+    _check(isinstance(sweep.refit, bool), "sweep.refit", sweep.refit, "true or false")
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 

@@ -179,8 +179,10 @@ def description_markdown(outcome: SearchOutcome, objective: str, headline: Headl
 def evaluation_markdown(evaluation) -> list[str]:
     final = evaluation.final
     runs = ", ".join(f"trial {m.trial_id} (`{m.run_id}`)" for m in final.members)
+    # A refit model has seen the validation reviews: its val column is its trial models' score.
+    val_header = "trial models (val)" if final.refit else "final model (val)"
     lines = [f"## Final model: {final.kind}", "", f"Members: {runs}.", "",
-             "| metric | final model (val) | final model (test) | baseline (test) |", "|---|---:|---:|---:|"]
+             f"| metric | {val_header} | final model (test) | baseline (test) |", "|---|---:|---:|---:|"]
     for metric, test_value in evaluation.test_metrics.items():
         baseline = evaluation.baseline_metrics.get(metric)
         lines.append(f"| {metric} | {evaluation.val_metrics[metric]:.4f} | {test_value:.4f} | "

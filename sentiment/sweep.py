@@ -94,8 +94,7 @@ def _complete_version(cfg: DictConfig, engine, experiment_id: str) -> SweepResul
     if outcome is None:
         return None
     members = select_members(cfg, outcome)
-    version = registry.find_version(cfg.tracking.model_name, study=cfg.sweep.study_name,
-                                    member_run_ids=",".join(m.run_id for m in members)) if members else None
+    version = registry.find_version(cfg.tracking.model_name, **final_model_identity(cfg, members)) if members else None
     parent = find_parent_runs(experiment_id, cfg.sweep.study_name)
     if version is None or not parent:
         return None
@@ -152,6 +151,12 @@ def _parent_tags(cfg: DictConfig) -> dict[str, str]:
             "sweep.algorithm": search_algorithm(cfg)}
 
 
+def final_model_identity(cfg: DictConfig, members: list) -> dict[str, str]:
+    """The version tags that identify a sweep's final model: registered once, found again on resume."""
+    return {"study": cfg.sweep.study_name, "member_run_ids": ",".join(m.run_id for m in members),
+            "refit": str(cfg.sweep.refit).lower()}
+
+
 def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, data: TokenizedData) -> tuple[str | None, Evaluation | None]:
     """Build the final model from the best trials, evaluate it once on test, register it."""
     members = select_members(cfg, outcome)
@@ -159,8 +164,8 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, 
         log.warning("no completed trial: nothing to register")
         return None, None
     model_name, study = cfg.tracking.model_name, cfg.sweep.study_name
-    member_runs = ",".join(m.run_id for m in members)
-    existing = registry.find_version(model_name, study=study, member_run_ids=member_runs)
+    identity = final_model_identity(cfg, members)
+    existing = registry.find_version(model_name, **identity)
     if existing is not None:
         log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
         return str(existing.version), None
@@ -169,8 +174,8 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, 
     info = tracking.log_text_model(evaluation.final.text_model, registered_model_name=model_name)
     version = str(info.registered_model_version)
     best = members[0]
-    tags = {"study": study, "engine": cfg.sweep.engine, "final_model": evaluation.final.kind,
-            "trial_number": best.trial_id, "trial_run_id": best.run_id, "member_run_ids": member_runs,
+    tags = {**identity, "engine": cfg.sweep.engine, "final_model": evaluation.final.kind,
+            "trial_number": best.trial_id, "trial_run_id": best.run_id,
             "test_samples": len(evaluation.final.test_probability),
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
             **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},

@@ -41,7 +41,7 @@ def connect(tracking_cfg: DictConfig) -> str:
         experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
         if experiment is None:
             experiment_id = mlflow.create_experiment(
-                tracking_cfg.experiment, artifact_location=tracking_cfg.artifact_location,
+                tracking_cfg.experiment, artifact_location=artifact_location(tracking_cfg),
                 tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
             )
         else:
@@ -55,6 +55,15 @@ def connect(tracking_cfg: DictConfig) -> str:
         ) from err
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def artifact_location(tracking_cfg: DictConfig) -> str | None:
+    """tracking.artifact_location, else beside a SQLite store (MLflow would use ./mlruns of
+    whatever directory the first run started in); a server decides for itself."""
+    if tracking_cfg.artifact_location or not tracking_cfg.uri.startswith("sqlite:///"):
+        return tracking_cfg.artifact_location
+    database = Path(tracking_cfg.uri.removeprefix("sqlite:///"))
+    return (database.resolve().parent / "mlartifacts").as_uri()
 
 
 def short_error(err: BaseException) -> str:

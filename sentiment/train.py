@@ -29,10 +29,7 @@ class TrainResult:
 
 def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -> TrainResult:
     """Fit with early stopping on val_loss (best weights restored) and score the result."""
-    keras.backend.clear_session()  # trials must not accumulate graph state or layer names
-    keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg, vocab_size=len(data.vocabulary), embeddings=initial_embeddings(cfg, data),
-                        steps_per_epoch=steps_per_epoch(cfg, len(data.x_train)))
+    model = fresh_model(cfg, data, n_reviews=len(data.x_train))
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=cfg.train.early_stopping_patience, restore_best_weights=True
     )
@@ -51,6 +48,28 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
     metrics["epochs_trained"] = len(history["loss"])
     metrics["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
     return TrainResult(model, metrics, history)
+
+
+def refit(cfg: DictConfig, data: TokenizedData, epochs: int, callbacks: list | None = None) -> keras.Model:
+    """Train cfg afresh on train+val for a fixed number of epochs (its trial's best epoch count):
+    a quarter more reviews, and nothing held out, so no early stopping and no validation score."""
+    x = np.concatenate([data.x_train, data.x_val])
+    y = np.concatenate([data.y_train, data.y_val])
+    model = fresh_model(cfg, data, n_reviews=len(x))
+    history = model.fit(
+        to_dataset(x, y, cfg.data.batch_size, shuffle_seed=cfg.seed, bucket_boundaries=cfg.data.bucket_boundaries),
+        epochs=epochs, callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])], shuffle=False, verbose=0,
+    ).history
+    _raise_if_diverged(history)
+    return model
+
+
+def fresh_model(cfg: DictConfig, data: TokenizedData, n_reviews: int) -> keras.Model:
+    """A new compiled model, seeded; n_reviews per epoch sizes the learning-rate schedule."""
+    keras.backend.clear_session()  # trials must not accumulate graph state or layer names
+    keras.utils.set_random_seed(cfg.seed)
+    return build_model(cfg, vocab_size=len(data.vocabulary), embeddings=initial_embeddings(cfg, data),
+                       steps_per_epoch=steps_per_epoch(cfg, n_reviews))
 
 
 def initial_embeddings(cfg: DictConfig, data: TokenizedData) -> np.ndarray | None:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # Settings that may change between invocations of one search without changing what it searches.
 RESUMABLE_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
                   "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
-                  "sweep.final", "sweep.ensemble_size",
+                  "sweep.final", "sweep.ensemble_size", "sweep.refit",
                   "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
                   "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
 
@@ -75,10 +75,8 @@ class EpochLog(keras.callbacks.Callback):
         self.label = label
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        log.info("%s epoch %d: loss %.4f val_loss %.4f val_accuracy %.4f", self.label, epoch + 1,
-                 logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
-                 logs.get("val_accuracy", float("nan")))
+        shown = [f"{name} {logs[name]:.4f}" for name in ("loss", "val_loss", "val_accuracy") if name in (logs or {})]
+        log.info("%s epoch %d: %s", self.label, epoch + 1, " ".join(shown))
 
 
 def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, Any], run_name: str,

@@ -68,3 +68,9 @@ def test_apply_sample_changes_a_copy_only():
     trial_cfg = apply_sample(cfg, {"model.units": 96, "regularizer.l2": 0.5})
     assert (trial_cfg.model.units, trial_cfg.regularizer.l2) == (96, 0.5)
     assert cfg.model.units != 96
+
+
+def test_a_null_dimension_removes_it_from_the_search_space():
+    space = load_config(["sweep.space.recurrent_dropout=null"]).sweep.space
+    assert "recurrent_dropout" not in space and "units" in space
+    assert "recurrent_dropout" not in load_config(experiment="accuracy").sweep.space

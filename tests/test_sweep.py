@@ -202,3 +202,34 @@ def test_unreachable_tracking_server_fails_before_training(imdb_dir, tmp_path, m
     monkeypatch.setattr("sentiment.sweep.load_data", lambda cfg: pytest.fail("loaded data"))
     with pytest.raises(TrackingError, match="127.0.0.1:9"):
         run_sweep(cfg)
+
+
+def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_mean(imdb_dir, tmp_path):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=ensemble", "sweep.refit=true",
+                                                            "sweep.baseline=false"])
+    result = run_sweep(cfg)
+    version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
+    members = version.tags["member_run_ids"].split(",")
+    assert version.tags["refit"] == "true" and version.tags["final_model"].endswith("refit on train+val")
+    refits = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string="tags.role = 'refit'")
+    assert sorted(run.data.tags["refit.of"] for run in refits) == sorted(members)
+    for run in refits:  # each trained for its trial's best epoch count, nothing held out
+        trial = MlflowClient().get_run(run.data.tags["refit.of"])
+        assert int(run.data.params["refit.epochs"]) == int(trial.data.metrics["best_epoch"])
+        assert "val_loss" not in run.data.metrics and "loss" in run.data.metrics
+    # The registered model is the mean of the refit models, not of the trial models.
+    from sentiment.data import make_vectorizer
+    from sentiment.model import end_to_end
+
+    reviews = ["great wonderful<br />film", "awful boring mess"]
+    served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
+    got = served.predict(pd.DataFrame({"text": reviews}))["probability"].to_numpy()
+    text, vectorizer = tf.constant(reviews)[:, tf.newaxis], make_vectorizer(cfg.data, load_data(cfg).vocabulary)
+    each = [np.asarray(end_to_end(tracking.load_keras_model(run.info.run_id), vectorizer)(text)).reshape(-1)
+            for run in refits]
+    assert got == pytest.approx(np.mean(each, axis=0), abs=1e-5)
+    # Re-run: the study and its refit version are complete, so nothing is trained again.
+    assert run_sweep(cfg).registered_version == result.registered_version
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string="tags.role = 'refit'")) == len(refits)
