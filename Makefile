@@ -11,6 +11,7 @@ SERVE_PORT ?= 5001
 # Stores, model name and the rest come from the Hydra config (conf/, EXP, ARGS) in every target.
 STORAGE ?=
 DASHBOARD_PORT ?= 8080
+SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5005
 SERVER_DB ?= postgresql://postgres@127.0.0.1:5432/sentiment_mlflow
 # The browser test drives Debian's Chromium; installed once, as root or through sudo.
@@ -30,7 +31,7 @@ export REVIEW_FILE := $(value FILE)
 PREDICT_FLAGS := $(if $(value TEXT),--text "$$REVIEW_TEXT",) $(if $(value FILE),--file "$$REVIEW_FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock sweep train promote rollback predict serve test test-fast bench bench-serve ui server dashboard clean
+.PHONY: help install lock sweep train promote rollback predict serve test test-fast bench bench-serve ui server user dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,10 +88,12 @@ bench-serve: $(STAMP) ## benchmark `make serve` on @champion: latency, throughpu
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the configured store, e.g. ARGS="tracking.uri=sqlite:///other.db"
 	$(BIN)/python -m sentiment ui --port $(PORT) $(EXP_FLAG) $(ARGS)
 
-server: $(STAMP) ## MLflow tracking server on 127.0.0.1 (SERVER_PORT=5005), PostgreSQL store, local artifacts
-	$(BIN)/python -c "from sentiment.storage import create_database_if_missing; create_database_if_missing('$(SERVER_DB)')"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow server --backend-store-uri $(SERVER_DB) \
-		--artifacts-destination $(CURDIR)/mlartifacts-server --host 127.0.0.1 --port $(SERVER_PORT)
+server: $(STAMP) ## MLflow tracking server, PostgreSQL store (SERVER_HOST=127.0.0.1, SERVER_PORT=5005); logins on beyond 127.0.0.1 or with AUTH=1
+	$(BIN)/python -m sentiment server --host $(SERVER_HOST) --port $(SERVER_PORT) --backend-store-uri $(SERVER_DB) \
+		--artifacts-destination $(CURDIR)/mlartifacts-server $(if $(filter 1 yes true,$(AUTH)),--auth,)
+
+user: $(STAMP) ## as the server's admin, add a user: make user NAME=alice ROLE=reader|trainer ARGS="tracking.uri=http://HOST:5005"
+	$(BIN)/python -m sentiment user --name "$(NAME)" --role $(or $(ROLE),reader) $(ARGS)
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1 (DASHBOARD_PORT=8080)
 	@$(BIN)/python -c "import optuna_dashboard" 2>/dev/null || $(BIN)/uv sync --quiet --frozen --inexact --extra dev --extra dashboard --python $(BIN)/python

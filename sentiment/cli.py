@@ -1,4 +1,4 @@
-"""Command line: `sentiment {sweep,train,promote,rollback,predict} [options] [key=value ...]`."""
+"""Command line: `sentiment <command> [options] [key=value ...]`; `sentiment --help` lists the commands."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         "ui": "print the runs-table URL and start the MLflow UI on the configured store",
         "serve": "serve models:/<model_name>@champion over REST (mlflow models serve)",
         "dashboard": "start optuna-dashboard on the configured study storage",
+        "server": "MLflow tracking server; authentication on for any address beyond 127.0.0.1",
+        "user": "add a user to the tracking server (as its admin): reader or trainer",
     }
     cmds = {name: sub.add_parser(name, help=text, description=text) for name, text in commands.items()}
-    configured = [cmd for name, cmd in cmds.items() if name != "bench"]  # bench sets its own configs
+    configured = [cmd for name, cmd in cmds.items() if name not in ("bench", "server")]  # own settings
     for cmd in configured:
         cmd.add_argument("--experiment", "-e", help="a file name from experiments/ (without .yaml)")
         cmd.add_argument("--show-config", action="store_true", help="print the composed config and exit")
@@ -42,7 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     cmds["bench"].add_argument("--budget", type=float, help="seconds per engine in the race")
     cmds["bench"].add_argument("--no-race", action="store_true", help="only data and throughput numbers")
     cmds["bench-serve"].add_argument("--seconds", type=float, default=60.0, help="per scenario (default 60)")
-    for name, port in (("ui", 5000), ("serve", 5001), ("dashboard", 8080)):
+    server = cmds["server"]
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback: auth on)")
+    server.add_argument("--backend-store-uri", required=True, help="PostgreSQL (or SQLite) tracking store")
+    server.add_argument("--artifacts-destination", required=True, help="where the server keeps artifacts")
+    server.add_argument("--auth", action="store_true", help="authentication on 127.0.0.1 too")
+    server.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
+    cmds["user"].add_argument("--name", required=True, help="the new user's name")
+    cmds["user"].add_argument("--role", choices=("reader", "trainer"), default="reader",
+                              help="reader: browse and predict; trainer: also log runs, register, promote")
+    for name, port in (("ui", 5000), ("serve", 5001), ("dashboard", 8080), ("server", 5005)):
         cmds[name].add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port})")
     for cmd in configured:
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.n_trials=3")
@@ -61,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":  # measures its own configs
             import_tensorflow_quietly()
             return cmd_bench(args)
+        if args.command == "server":  # serves whichever store it is given
+            return cmd_server(args)
         cfg = _config(args)
         if args.show_config:
             return 0
@@ -105,7 +118,7 @@ def cmd_train(args, cfg) -> int:
     from sentiment.data import load_data
     from sentiment.trial import run_tracked_trial
 
-    experiment_id = tracking.connect(cfg.tracking)
+    experiment_id = tracking.connect(cfg.tracking, write=True)
     result, _ = run_tracked_trial(cfg, load_data(cfg), {}, "train", {"role": "train"})
     for name, value in result.metrics.items():
         print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
@@ -205,6 +218,38 @@ def cmd_dashboard(args, cfg) -> int:
     return _exec("optuna-dashboard", storage, "--host", "127.0.0.1", "--port", str(args.port))
 
 
+def cmd_server(args) -> int:
+    from sentiment.access import server_launch
+    from sentiment.storage import create_database_if_missing
+
+    if args.backend_store_uri.startswith("postgresql"):
+        create_database_if_missing(args.backend_store_uri)
+    launch = server_launch(args.host, args.port, args.backend_store_uri, args.artifacts_destination,
+                           auth=args.auth, workers=args.workers)
+    auth = "on" if "--app-name" in launch.argv else "off (loopback only)"
+    print(f"tracking server on http://{args.host}:{args.port}, authentication {auth}", flush=True)
+    os.environ.update(launch.env)
+    return _exec(*launch.argv)
+
+
+def cmd_user(args, cfg) -> int:
+    import getpass
+
+    from sentiment.access import add_user
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise UserError("the two passwords differ: nothing was changed")
+    else:  # scripted: the first line of standard input, so it never shows in a process list
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise UserError(f"no password given for {args.name}: type one, or pipe it on standard input")
+    grants = add_user(cfg.tracking, args.name, password, args.role)
+    print(f"added {args.role} {args.name}: " + "; ".join(grants))
+    return 0
+
+
 def _exec(tool: str, *arguments: str) -> int:
     """Replace this process with a tool from the same environment (its bin/ first on PATH)."""
     import shutil
@@ -219,7 +264,7 @@ def _exec(tool: str, *arguments: str) -> int:
 
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
             "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard,
-            "bench-serve": cmd_bench_serve}
+            "bench-serve": cmd_bench_serve, "user": cmd_user}
 
 if __name__ == "__main__":
     sys.exit(main())

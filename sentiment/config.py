@@ -10,6 +10,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sentiment.access import reject_password_in_url
 from sentiment.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -252,3 +253,5 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first invalid key; runs before any data or training."""
     _validate_values(cfg)
     _validate_sweep(cfg)
+    for key in ("tracking.uri", "sweep.storage", "sweep.warm_start_storage"):
+        reject_password_in_url(key, OmegaConf.select(cfg, key))

@@ -48,6 +48,7 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
     name, settings = cfg.tracking.model_name, cfg.promote
     if settings.metric not in METRICS:
         raise TrackingError(f"promote.metric={settings.metric!r} is invalid: expected one of {', '.join(METRICS)}")
+    registry.check_can_move_aliases(name, cfg.tracking.uri)
     candidate = registry.get_version(name, version) if version else registry.newest_version(name)
     if candidate is None:
         raise TrackingError(f"no registered version of {name!r} yet: run `make sweep` first")
@@ -107,6 +108,7 @@ def rollback(cfg: DictConfig) -> tuple[str, str] | None:
     """Swap @champion and @previous; None (nothing changed) when there is no @previous."""
     tracking.connect(cfg.tracking)
     name = cfg.tracking.model_name
+    registry.check_can_move_aliases(name, cfg.tracking.uri)
     with registry.alias_lock(name):
         champion = registry.alias_version(name, registry.CHAMPION)
         previous = registry.alias_version(name, registry.PREVIOUS)

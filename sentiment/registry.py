@@ -64,6 +64,25 @@ def get_version(model_name: str, version: str | int) -> ModelVersion:
         raise TrackingError(f"{model_name} has no version {version}: see `make ui` for the versions") from None
 
 
+def check_can_move_aliases(model_name: str, tracking_uri: str) -> None:
+    """Fail in one line, before any scoring or locking, if this user may not move model_name's
+    aliases: its description is written back unchanged, which a server refuses at once to a
+    user without EDIT on the registered model."""
+    from sentiment.access import refusal
+
+    client = MlflowClient()
+    try:
+        model = client.get_registered_model(model_name)
+        client.update_registered_model(model_name, description=model.description or "")
+    except MlflowException as err:
+        refused = refusal(err, tracking_uri, f"move the aliases of {model_name}")
+        if refused is not None:
+            raise refused from None
+        if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
+            raise
+        # No such model yet: the caller says so in its own words.
+
+
 LOCK_SUFFIX = ".promotion-lock"
 LOCK_STALE_S = 600  # a holder that died mid-promotion; promotions take seconds
 

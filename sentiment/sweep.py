@@ -65,7 +65,7 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     invocation's parent run; this process then summarizes and registers.
     """
     check_shareable(cfg, workers)
-    experiment_id = tracking.connect(cfg.tracking)  # fails fast, before any data or training
+    experiment_id = tracking.connect(cfg.tracking, write=True)  # fails fast, before any data or training
     engine = engine_module(cfg.sweep.engine)
     done = _complete_version(cfg, engine, experiment_id)
     if done is not None:

@@ -30,13 +30,18 @@ EXAMPLE_REVIEWS = ["An absolute delight, I loved every minute.", "Dull, predicta
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
-def connect(tracking_cfg: DictConfig) -> str:
-    """Point MLflow at the store, check it answers, and return the experiment id.
+def connect(tracking_cfg: DictConfig, write: bool = False) -> str:
+    """Point MLflow at the store, check it answers (and, with write, that this user may log to
+    the experiment), and return the experiment id.
 
     The experiment is created (or marked) as a model-training experiment, so the UI opens on
-    its runs table rather than on GenAI traces.
+    its runs table rather than on GenAI traces. The mark is written again on every write
+    connect: a change to nothing that a server refuses at once if the user may only read.
     """
+    from sentiment.access import refusal
+
     mlflow.set_tracking_uri(tracking_cfg.uri)
+    client = mlflow.MlflowClient()
     try:
         experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
         if experiment is None:
@@ -46,10 +51,10 @@ def connect(tracking_cfg: DictConfig) -> str:
             )
         else:
             experiment_id = experiment.experiment_id
-            if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
-                mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+            if write or experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     except Exception as err:  # network, auth or schema problems all mean: cannot track
-        raise TrackingError(
+        raise refusal(err, tracking_cfg.uri, f"log runs to experiment {tracking_cfg.experiment}") or TrackingError(
             f"cannot use MLflow tracking store {tracking_cfg.uri} ({short_error(err)}); "
             "start the server or fix tracking.uri"
         ) from err

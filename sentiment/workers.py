@@ -35,7 +35,7 @@ def _worker(config: dict, parent_run_id: str, index: int) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {index} %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     cfg = OmegaConf.create(config)
-    tracking.connect(cfg.tracking)
+    tracking.connect(cfg.tracking, write=True)
     search_optuna.run_trials(cfg, load_data(cfg), parent_run_id=parent_run_id, worker=index + 1)
 
 

@@ -1,0 +1,190 @@
+"""Who may use a shared tracking server: the server `make server` starts (MLflow's basic-auth app
+on any address beyond loopback), the users an admin adds, and one-line answers when the server
+refuses a credential or a permission.
+
+Clients authenticate the standard MLflow way: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+or ~/.mlflow/credentials. Every authenticated user may read (the auth app's default permission);
+a `trainer` also manages the experiment and the registered model: logs runs, registers, promotes
+and rolls back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig
+
+from sentiment.errors import ConfigError, TrackingError
+
+ADMIN_PASSWORD_VARS = ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD_FILE")
+CREDENTIALS_HINT = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
+# What each role may do beyond reading, as MLflow permissions on the experiment and registered model.
+ROLES = {"reader": None, "trainer": "MANAGE"}
+DEFAULT_PERMISSION = "READ"  # any authenticated user: browse runs, load models, predict
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerLaunch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def server_launch(host: str, port: int, backend_store_uri: str, artifacts: str, auth: bool,
+                  workers: int = 2) -> ServerLaunch:
+    """`mlflow server` arguments and environment. Beyond loopback, authentication is always on."""
+    argv = ["mlflow", "server", "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts,
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+    env = dict(os.environ)
+    if not (auth or not is_loopback(host)):
+        return ServerLaunch(argv, env)  # 127.0.0.1: only this machine can connect, as before
+    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password()
+    # CSRF tokens of the UI are signed with it; MLflow refuses to start the auth app without one.
+    env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(users_database(backend_store_uri)))
+    argv += ["--app-name", "basic-auth"]
+    if not is_loopback(host):
+        names = served_names(host)
+        argv += ["--allowed-hosts", ",".join(n for name in names for n in (name, f"{name}:{port}")),
+                 "--cors-allowed-origins", ",".join(f"http://{name}:{port}" for name in names)]
+    return ServerLaunch(argv, env)
+
+
+def admin_password() -> str:
+    """From MLFLOW_AUTH_ADMIN_PASSWORD, or the file MLFLOW_AUTH_ADMIN_PASSWORD_FILE names; there
+    is no default password."""
+    if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        return os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    path = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD_FILE")
+    if path:
+        try:
+            password = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read MLFLOW_AUTH_ADMIN_PASSWORD_FILE={path} ({err.strerror})") from None
+        if password:
+            return password
+    raise ConfigError("the server needs an admin password to turn authentication on: set "
+                      "MLFLOW_AUTH_ADMIN_PASSWORD, or MLFLOW_AUTH_ADMIN_PASSWORD_FILE to a file outside the repo")
+
+
+def users_database(backend_store_uri: str) -> str:
+    """The auth app's users and permissions: a database beside the tracking store's
+    (`<name>_users`, created if missing), never in the repo."""
+    from sentiment.storage import create_database_if_missing
+
+    parsed = urlparse(backend_store_uri)
+    if parsed.scheme.startswith("postgresql"):
+        url = parsed._replace(path=f"{parsed.path.rstrip('/')}_users").geturl()
+        create_database_if_missing(url)
+        return url
+    if parsed.scheme == "sqlite":
+        database = Path(backend_store_uri.removeprefix("sqlite:///")).resolve()
+        return f"sqlite:///{database.with_name(database.stem + '_users.db')}"
+    raise ConfigError(f"--backend-store-uri {backend_store_uri} is not PostgreSQL or SQLite")
+
+
+def write_auth_config(database_uri: str) -> Path:
+    """The auth app's settings, in a private temporary file; no password goes in it."""
+    text = "\n".join(["[mlflow]", f"default_permission = {DEFAULT_PERMISSION}", f"database_uri = {database_uri}",
+                      f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}",
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", ""])
+    handle, path = tempfile.mkstemp(prefix="sentiment-auth-", suffix=".ini")  # mode 0600
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    return Path(path)
+
+
+def served_names(host: str) -> list[str]:
+    """The names clients may use for a server bound to host (all of this machine's for 0.0.0.0)."""
+    if host not in ("0.0.0.0", "::"):
+        return [host]
+    names = {socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1"}
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass  # a host name that does not resolve: the names above still work
+    return sorted(names)
+
+
+# --- the clients -----------------------------------------------------------------------------
+
+
+def username() -> str | None:
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username
+
+
+def refusal(err: BaseException, uri: str, action: str) -> TrackingError | None:
+    """A one-line error for a refused credential (401) or permission (403), else None."""
+    code = str(getattr(err, "error_code", ""))
+    if code == "UNAUTHENTICATED":
+        user = username()
+        said = f"refused the password of user {user!r}" if user else "needs a user name and password"
+        return TrackingError(f"the tracking server {uri} {said}: {CREDENTIALS_HINT}")
+    if code == "PERMISSION_DENIED":
+        user = username()
+        return TrackingError(f"user {user!r} may not {action} on {uri}: an admin can grant it with "
+                             f"`make user NAME={user} ROLE=trainer`")
+    return None
+
+
+def reject_password_in_url(key: str, url: str | None) -> None:
+    """Credentials never live in config: it is logged with every run and stored with the study."""
+    if url and urlparse(str(url).removeprefix("journal:")).password:
+        where = ("PGPASSWORD or ~/.pgpass" if str(url).startswith("postgresql")
+                 else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+        raise ConfigError(f"{key} holds a password: remove it from the URL and set {where} instead")
+
+
+# --- users (admin) ---------------------------------------------------------------------------
+
+
+def add_user(tracking_cfg: DictConfig, name: str, password: str, role: str) -> list[str]:
+    """Create a user on the server (as the admin whose credentials are set) with a role; returns
+    the grants made."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from sentiment import tracking
+
+    if role not in ROLES:
+        raise ConfigError(f"role {role!r} is invalid: expected one of {', '.join(ROLES)}")
+    if not tracking_cfg.uri.startswith("http"):
+        raise ConfigError(f"tracking.uri={tracking_cfg.uri} is a local store: users exist on a tracking server only")
+    experiment_id = tracking.connect(tracking_cfg, write=True)
+    client = AuthServiceClient(tracking_cfg.uri)
+    try:
+        client.create_user(name, password)
+        permission = ROLES[role]
+        if permission is None:
+            return [f"{DEFAULT_PERMISSION} on everything (the server's default)"]
+        model = tracking_cfg.model_name
+        registry = mlflow.MlflowClient()
+        if not registry.search_registered_models(filter_string=f"name = '{model}'"):
+            registry.create_registered_model(model)
+        client.grant_user_permission(name, "experiment", experiment_id, permission)
+        client.grant_user_permission(name, "registered_model", model, permission)
+    except MlflowException as err:
+        raise refusal(err, tracking_cfg.uri, "manage users") or TrackingError(
+            f"cannot add user {name!r}: {tracking.short_error(err)}") from None
+    return [f"{permission} on experiment {tracking_cfg.experiment}", f"{permission} on registered model {model}"]
