@@ -25,6 +25,22 @@ FINAL_MODELS = ("best", "ensemble")
 # Keys an experiment may add rather than only change: new search dimensions.
 EXTENSIBLE_PREFIXES = ("sweep.space.",)
 
+# --- what each setting is for: every list of keys in the code derives from these ------------
+# The groups that define a trained model: every run logs them as params.
+MODEL_GROUPS = ("data", "model", "regularizer", "train")
+# Where things live, how long to run, what to do with the result: never what is trained or
+# searched. A study resumes across changes to them, and runs do not log them as params.
+OPERATIONAL_GROUPS = ("tracking", "promote")
+OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
+                    "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
+                    "sweep.final", "sweep.ensemble_size", "sweep.refit",
+                    "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
+                    "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
+# The data settings that change the vocabulary, and with it every token id (word vectors' cache key) ...
+VOCABULARY_KEYS = ("data.train_samples", "data.val_fraction", "data.vocab_size")
+# ... and those that also change the token arrays a model reads (the token cache's key).
+TOKEN_KEYS = (*VOCABULARY_KEYS, "data.test_samples", "data.sequence_length", "data.truncate")
+
 
 def list_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from platformdirs import user_cache_dir
 from sklearn.model_selection import train_test_split
 
+from sentiment.config import TOKEN_KEYS
 from sentiment.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 LABELS = {"neg": 0, "pos": 1}
 SPLITS = ("train", "test")
 CACHE_FORMAT = 3  # bump when the cached arrays change meaning (e.g. standardization)
-# The data keys that change the vocabulary, and with it every token id (the cache keys follow).
-VOCABULARY_KEYS = ("train_samples", "val_fraction", "vocab_size")
-# ... and those that also change the arrays a model reads.
-ARRAY_KEYS = (*VOCABULARY_KEYS, "test_samples", "sequence_length", "truncate")
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "aclImdb_labeled.tar.gz"
 # Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
 warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -265,8 +262,8 @@ def _vectorize(vectorizer, texts: list[str], batch: int = 2048) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def cache_key(cfg: DictConfig, keys: tuple[str, ...] = ARRAY_KEYS, **extra) -> str:
-    """Names what a cached file was computed from: the data file, the seed and `keys` of data."""
+def cache_key(cfg: DictConfig, keys: tuple[str, ...] = TOKEN_KEYS, **extra) -> str:
+    """Names what a cached file was computed from: the data file, the seed and the data `keys`."""
     source = resolve_source(cfg.data)
     stat = source.stat()
     fields = {
@@ -275,7 +272,7 @@ def cache_key(cfg: DictConfig, keys: tuple[str, ...] = ARRAY_KEYS, **extra) -> s
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "seed": cfg.seed,
-        **{k: cfg.data[k] for k in keys},
+        **{key.removeprefix("data."): OmegaConf.select(cfg, key) for key in keys},
         **extra,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]

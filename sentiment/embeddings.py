@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from sentiment.data import VOCABULARY_KEYS, cache_dir, cache_key, token_streams
+from sentiment.config import VOCABULARY_KEYS
+from sentiment.data import cache_dir, cache_key, token_streams
 
 log = logging.getLogger(__name__)
 

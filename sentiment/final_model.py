@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import keras
 import mlflow
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
-from sentiment.config import apply_sample
+from sentiment.config import TOKEN_KEYS, apply_sample
 from sentiment.data import TokenizedData, load_data, make_vectorizer
 from sentiment.model import end_to_end, ensemble
 from sentiment.train import predict_proba, refit
@@ -58,8 +58,9 @@ def build_final_model(cfg: DictConfig, members: list[BestTrial], data: Tokenized
     text_models, val, test = [], [], []
     for index, member in enumerate(members):
         member_cfg = member_config(cfg, member)
-        # The sweep's arrays, unless the member searched a data key (truncation, length, vocabulary).
-        member_data = data if member_cfg.data == cfg.data else load_data(member_cfg)
+        # The sweep's arrays, unless the member searched a token key (truncation, length, vocabulary).
+        same_tokens = all(OmegaConf.select(member_cfg, key) == OmegaConf.select(cfg, key) for key in TOKEN_KEYS)
+        member_data = data if same_tokens else load_data(member_cfg)
         trained = tracking.load_keras_model(member.run_id)
         val.append(predict_proba(trained, member_data.x_val, member_cfg.data.bucket_boundaries))
         if cfg.sweep.refit:

@@ -15,14 +15,13 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
-from sentiment.config import flatten
+from sentiment.config import MODEL_GROUPS, OPERATIONAL_KEYS, flatten
 from sentiment.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
 KERAS_ARTIFACT_DIR = "keras_model"  # per-run artifact: the trained token-id model
 SERVING_CODE = Path(__file__).with_name("serving.py")
-PARAM_GROUPS = ("data", "model", "regularizer", "train")  # what defines a trained model
 EXAMPLE_REVIEWS = ["An absolute delight, I loved every minute.", "Dull, predictable and far too long."]
 
 
@@ -115,8 +114,8 @@ def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.
 def config_params(cfg: DictConfig) -> dict[str, Any]:
     """Flattened model-defining config under the same dotted names in every run."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    params = flatten({group: container[group] for group in PARAM_GROUPS})
-    params = {k: v for k, v in params.items() if not k.startswith(("data.url", "data.sha256", "data.cache_dir"))}
+    params = flatten({group: container[group] for group in MODEL_GROUPS})
+    params = {k: v for k, v in params.items() if k not in OPERATIONAL_KEYS}
     params["seed"] = cfg.seed
     return params
 

@@ -15,19 +15,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
-from sentiment.config import apply_sample
+from sentiment.config import OPERATIONAL_GROUPS, OPERATIONAL_KEYS, TOKEN_KEYS, apply_sample
 from sentiment.data import TokenizedData, load_data
 from sentiment.train import TrainResult, train
 
 log = logging.getLogger(__name__)
-
-# Settings that may change between invocations of one search without changing what it searches.
-RESUMABLE_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
-                  "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
-                  "sweep.final", "sweep.ensemble_size", "sweep.refit",
-                  "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
-                  "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
-
 
 @dataclass
 class BestTrial:
@@ -54,9 +46,9 @@ class SearchOutcome:
 def config_fingerprint(cfg: DictConfig) -> str:
     """Hash of everything that defines what a search searches."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    for group in ("tracking", "promote"):
+    for group in OPERATIONAL_GROUPS:
         container.pop(group, None)
-    for key in RESUMABLE_KEYS:
+    for key in OPERATIONAL_KEYS:
         group, name = key.split(".")
         container[group].pop(name, None)
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
@@ -92,7 +84,7 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
     has no active run and names the sweep's parent run instead.
     """
     trial_cfg = apply_sample(cfg, sample)
-    if any(key.startswith("data.") for key in sample):  # a searched truncation, length or vocabulary
+    if set(sample) & set(TOKEN_KEYS):  # a searched truncation, length or vocabulary
         data = load_data(trial_cfg)  # cached per data config: tokenized once per choice
     run = mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id,
                            tags={"role": "trial", **tags})
