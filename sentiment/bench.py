@@ -119,13 +119,13 @@ def race(base: list[str], preset: Preset, workdir: Path) -> dict:
 
 def _race_one(cfg: DictConfig, preset: Preset) -> dict:
     """One engine's search, then its best-so-far curve read back from the finished trial runs."""
-    from sentiment.sweep import engine_module
+    from sentiment.engines import engine_module
 
     experiment_id = tracking.connect(cfg.tracking)
     data = load_data(cfg)
     start_ms = time.time() * 1000
     with mlflow.start_run(run_name=f"race-{cfg.sweep.study_name}") as parent:
-        outcome = engine_module(cfg.sweep.engine).search(cfg, data)
+        outcome = engine_module(cfg).search(cfg, data)
     trials = mlflow.search_runs(
         [experiment_id], output_format="list", order_by=["attributes.end_time ASC"],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'FINISHED'")

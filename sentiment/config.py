@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sentiment.access import reject_password_in_url
+from sentiment.engines import ENGINES
 from sentiment.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -199,21 +200,14 @@ def _validate_train(cfg: DictConfig) -> None:
 
 
 OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize"}
-# Which engine runs which search algorithm: null picks the first (sampling.SAMPLERS builds Optuna's).
-ENGINE_ALGORITHMS = {"optuna": ("tpe", "random", "cmaes"), "keras_tuner": ("hyperband", "bayesian", "random")}
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
-
-
-def search_algorithm(cfg: DictConfig) -> str:
-    """sweep.algorithm, or the engine's default when it is null."""
-    return cfg.sweep.algorithm or ENGINE_ALGORITHMS[cfg.sweep.engine][0]
 
 
 def _validate_sweep(cfg: DictConfig) -> None:
     sweep = cfg.sweep
     _positive_int(cfg, "sweep.n_trials")
-    _check(sweep.engine in ENGINE_ALGORITHMS, "sweep.engine", sweep.engine, " or ".join(ENGINE_ALGORITHMS))
-    algorithms = ENGINE_ALGORITHMS[sweep.engine]
+    _check(sweep.engine in ENGINES, "sweep.engine", sweep.engine, " or ".join(ENGINES))
+    algorithms = ENGINES[sweep.engine].algorithms
     _check(sweep.algorithm is None or sweep.algorithm in algorithms, "sweep.algorithm", sweep.algorithm,
            f"null or one of {', '.join(algorithms)} for engine {sweep.engine}")
     _one_of(cfg, "sweep.pruner.kind", PRUNERS)

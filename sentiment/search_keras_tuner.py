@@ -16,7 +16,7 @@ import keras_tuner as kt
 import pandas as pd
 from omegaconf import DictConfig
 
-from sentiment.config import search_algorithm
+from sentiment.engines import search_algorithm
 from sentiment.data import TokenizedData
 from sentiment.errors import ConfigError
 from sentiment.trial import (

@@ -17,7 +17,7 @@ from sentiment.baseline import (
     find_baseline_run,
     log_baseline,
 )
-from sentiment.config import search_algorithm
+from sentiment.engines import engine_module, search_algorithm
 from sentiment.data import TokenizedData, load_data, load_test_reviews
 from sentiment.final_model import FinalModel, build_final_model, select_members
 from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
@@ -46,18 +46,6 @@ class Evaluation:
     by_length: pd.DataFrame             # accuracy per review-length quarter, both models
 
 
-def engine_module(name: str):
-    """The engine module: each has search(cfg, data) -> SearchOutcome, and finished_outcome(cfg),
-    the outcome of a study with nothing left to run (None otherwise)."""
-    if name == "keras_tuner":
-        from sentiment import search_keras_tuner
-
-        return search_keras_tuner
-    from sentiment import search_optuna
-
-    return search_optuna
-
-
 def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     """Run the trials the search still misses, log its summary and register its final model.
 
@@ -66,7 +54,7 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     """
     check_shareable(cfg, workers)
     experiment_id = tracking.connect(cfg.tracking, write=True)  # fails fast, before any data or training
-    engine = engine_module(cfg.sweep.engine)
+    engine = engine_module(cfg)
     done = _complete_version(cfg, engine, experiment_id)
     if done is not None:
         return done

@@ -11,6 +11,7 @@ import multiprocessing
 
 from omegaconf import DictConfig, OmegaConf
 
+from sentiment.engines import ENGINES, engine
 from sentiment.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 def check_shareable(cfg: DictConfig, workers: int) -> None:
     if workers <= 1:
         return
-    if cfg.sweep.engine != "optuna":
-        raise ConfigError("several workers need sweep.engine=optuna (Keras Tuner has its own distributed mode)")
+    if not engine(cfg).shares_workers:
+        shared = " or ".join(name for name, e in ENGINES.items() if e.shares_workers)
+        raise ConfigError(f"several workers need sweep.engine={shared} ({cfg.sweep.engine} cannot share a study)")
     if str(cfg.sweep.storage).startswith("sqlite"):
         raise ConfigError(
             f"sweep.storage={cfg.sweep.storage} cannot be shared by {workers} workers: use "

@@ -3,14 +3,15 @@
 import optuna
 import pytest
 
-from sentiment.config import ENGINE_ALGORITHMS, load_config
+from sentiment.config import load_config
+from sentiment.engines import ENGINES
 from sentiment.errors import ConfigError
 from sentiment.sampling import SAMPLERS, make_pruner, make_sampler, sample_params
 from tests.conftest import tiny_overrides
 
 
 def test_every_optuna_algorithm_in_the_config_table_has_a_sampler():
-    assert set(SAMPLERS) == set(ENGINE_ALGORITHMS["optuna"])
+    assert set(SAMPLERS) == set(ENGINES["optuna"].algorithms)
 
 
 @pytest.mark.parametrize("algorithm, sampler", [("tpe", "TPESampler"), ("random", "RandomSampler"),
