@@ -2,7 +2,11 @@
 
 import pytest
 
-from sentiment.bench import Preset, _race_one
+import json
+
+import mlflow
+
+from sentiment.bench import Preset, _race_one, headline_ratio, log_race, plot_race
 from sentiment.config import load_config
 from tests.conftest import tiny_overrides
 
@@ -20,3 +24,25 @@ def test_race_curve_comes_from_finished_trials(imdb_dir, tmp_path):
     assert list(seconds) == sorted(seconds) and 0 < seconds[0] <= result["wall_s"]
     assert list(best) == sorted(best) and best[-1] == result["best_val_accuracy"]
     assert result["time_to"] == {"0.00": seconds[0], "1.01": None}
+    assert 0 <= result["test_accuracy_of_registered"] <= 1  # the best trial, scored on test once
+    assert result["trials"]["epochs_trained"] >= 3
+
+
+def test_race_headline_plot_and_mlflow_run(tmp_path):
+    race = {"default": {"best_so_far": [[10, 0.85], [40, 0.891]], "time_to": {"0.89": 40}, "best_val_accuracy": 0.891,
+                        "test_accuracy_of_registered": 0.88, "trials": {"epochs_trained": 7}},
+            "keras_tuner_hyperband": {"best_so_far": [[30, 0.86], [100, 0.89]], "time_to": {"0.89": 100},
+                                      "best_val_accuracy": 0.89, "test_accuracy_of_registered": 0.87,
+                                      "trials": {"epochs_trained": 9}}}
+    assert headline_ratio(race, "0.89") == 0.4 and headline_ratio(race, "0.95") is None
+    preset = Preset(train_samples=None, sequence_length=24, vocab_size=100, budget_s=120, targets=(0.89,))
+    plot = plot_race(race, preset, tmp_path / "race.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = {"preset": "small", "settings": {"budget_s": 120}, "race": race}
+    (tmp_path / "race.json").write_text(json.dumps(report))
+    run_id = log_race(report, tmp_path / "race.json", plot)  # into the configured store (cwd: tmp_path)
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.data.metrics["default.seconds_to_0.89"] == 40
+    assert run.data.metrics["keras_tuner_hyperband.test_accuracy"] == 0.87
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "race")}
+    assert names == {"race/race.json", "race/race.png"}
