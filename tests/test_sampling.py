@@ -94,3 +94,19 @@ def test_warm_start_from_a_missing_study_is_one_line(imdb_dir, tmp_path):
 
     with pytest.raises(ConfigError, match="sweep.warm_start='nope': no such study"):
         open_study(load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.warm_start=nope"]))
+
+
+@pytest.mark.sweeps
+def test_successive_halving_cuts_the_epochs_a_sweep_trains(imdb_dir, tmp_path):
+    from sentiment.sweep import run_sweep
+
+    n_trials, max_epochs = 6, 4
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
+        f"sweep.n_trials={n_trials}", f"train.max_epochs={max_epochs}", "train.early_stopping_patience=10",
+        "sweep.pruner.kind=successive_halving", "sweep.pruner.min_epochs=1", "sweep.pruner.reduction_factor=3",
+        "sweep.baseline=false"])
+    counts = run_sweep(cfg).outcome.counts
+    study = optuna.load_study(study_name=cfg.sweep.study_name, storage=cfg.sweep.storage)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(len(t.intermediate_values) < max_epochs for t in pruned)
+    assert counts["epochs_trained"] == sum(len(t.intermediate_values) for t in study.trials) < n_trials * max_epochs
