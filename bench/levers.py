@@ -26,7 +26,7 @@ from sentiment import registry, tracking  # noqa: E402
 from sentiment.config import load_config  # noqa: E402
 from sentiment.data import load_data  # noqa: E402
 from sentiment.engines import engine_module  # noqa: E402
-from sentiment.final_model import member_config, select_members  # noqa: E402
+from sentiment.final_model import member_config, select_candidates  # noqa: E402
 from sentiment.metrics import classification_metrics  # noqa: E402
 from sentiment.sweep import final_model_identity  # noqa: E402
 from sentiment.train import predict_proba  # noqa: E402
@@ -63,14 +63,19 @@ def by_choice(trials: pd.DataFrame, space) -> pd.DataFrame:
 
 
 def final_levers(cfg, outcome, test_probability: dict[str, np.ndarray], labels: np.ndarray) -> list[dict]:
-    """Best trial alone, the mean of the top k trial models, and the registered final model."""
-    members = select_members(cfg, outcome)
-    mean = np.mean([test_probability[m.run_id] for m in members], axis=0)
-    best = test_probability[members[0].run_id]
-    rows = [{"model": "best trial", "test_accuracy": classification_metrics(labels, best)["accuracy"]},
-            {"model": f"mean of the top {len(members)} trial models",
-             "test_accuracy": classification_metrics(labels, mean)["accuracy"]}]
-    version = registry.find_version(cfg.tracking.model_name, **final_model_identity(cfg, members))
+    """Best trial alone, the mean of the trial models (all candidates, and the members the sweep
+    chose), and the registered final model (refit or not)."""
+    candidates = select_candidates(cfg, outcome)
+    version = registry.find_version(cfg.tracking.model_name, **final_model_identity(cfg, candidates))
+    chosen = version.tags["member_run_ids"].split(",") if version is not None else []
+    accuracy = lambda run_ids: classification_metrics(  # noqa: E731
+        labels, np.mean([test_probability[run_id] for run_id in run_ids], axis=0))["accuracy"]
+    rows = [{"model": "best trial", "test_accuracy": accuracy([candidates[0].run_id])},
+            {"model": f"mean of the top {len(candidates)} trial models (all candidates)",
+             "test_accuracy": accuracy([c.run_id for c in candidates])}]
+    if chosen:
+        rows.append({"model": f"mean of the {len(chosen)} chosen trial models, not refit",
+                     "test_accuracy": accuracy(chosen)})
     if version is not None:
         rows.append({"model": f"registered v{version.version}: {version.tags.get('final_model')}",
                      "val_accuracy": float(version.tags["val_accuracy"]),

@@ -125,7 +125,7 @@ def _race_one(cfg: DictConfig, preset: Preset) -> dict:
     """One contestant's search, its best-so-far curve read back from the finished trial runs,
     and the test accuracy of the model it would register (scored once, after the race)."""
     from sentiment.engines import engine_module
-    from sentiment.final_model import build_final_model, select_members
+    from sentiment.final_model import build_final_model, select_candidates
     from sentiment.metrics import classification_metrics
 
     experiment_id = tracking.connect(cfg.tracking)
@@ -134,8 +134,8 @@ def _race_one(cfg: DictConfig, preset: Preset) -> dict:
     with mlflow.start_run(run_name=f"race-{cfg.sweep.study_name}") as parent:
         outcome = engine_module(cfg).search(cfg, data)
         wall_s = round(time.time() - start_ms / 1000, 1)
-        members = select_members(cfg, outcome)
-        final = build_final_model(cfg, members, data) if members else None
+        candidates = select_candidates(cfg, outcome)
+        final = build_final_model(cfg, candidates, data) if candidates else None
     trials = mlflow.search_runs(
         [experiment_id], output_format="list", order_by=["attributes.end_time ASC"],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'FINISHED'")

@@ -1,8 +1,11 @@
-"""The model a sweep registers: its best trial, or the mean of its top-k trials (sweep.final),
+"""The model a sweep registers: its best trial, or the mean of its best trials (sweep.final),
 each as its trial trained it or refit on train+val for its best epoch count (sweep.refit).
 
-Members are chosen by the search objective on validation only. The result is one raw-text
-Keras model (vectorizer inside), so serving and `make predict` stay the same for k = 1 or more.
+Members are chosen on validation only: for an ensemble, the top `sweep.ensemble_size` trials
+by the search objective are the candidates, and the members are the shortest run of them from
+the top whose mean has the lowest validation loss (a weak tail does not dilute a strong head).
+The result is one raw-text Keras model (vectorizer inside), so serving and `make predict` stay
+the same for one member or more.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from sentiment import tracking
 from sentiment.config import TOKEN_KEYS, apply_sample
 from sentiment.data import TokenizedData, load_data, make_vectorizer
+from sentiment.metrics import classification_metrics
 from sentiment.model import end_to_end, ensemble
 from sentiment.train import predict_proba, refit
 from sentiment.trial import BestTrial, EpochLog, SearchOutcome
@@ -27,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FinalModel:
-    members: list[BestTrial]
+    candidates: list[BestTrial]        # the top trials by the search objective
+    members: list[BestTrial]           # the run of them from the top that validation chose
     text_model: keras.Model            # raw text in, mean probability of the members out
     val_probability: np.ndarray        # the members' trial models on the validation split: what selection saw
     test_probability: np.ndarray       # on the test split: computed once, after selection
@@ -36,14 +41,25 @@ class FinalModel:
 
     @property
     def kind(self) -> str:
-        kind = "best trial" if len(self.members) == 1 else f"mean of the top {len(self.members)} trials"
+        n, of = len(self.members), len(self.candidates)
+        kind = "best trial" if n == 1 else f"mean of the top {n} trials"
+        if of > 1:
+            kind += f" (of {of} candidates)"
         return f"{kind}, refit on train+val" if self.refit else kind
 
 
-def select_members(cfg: DictConfig, outcome: SearchOutcome) -> list[BestTrial]:
+def select_candidates(cfg: DictConfig, outcome: SearchOutcome) -> list[BestTrial]:
     """The best sweep.ensemble_size completed trials (1 when sweep.final is `best`)."""
     k = cfg.sweep.ensemble_size if cfg.sweep.final == "ensemble" else 1
     return outcome.ranked[:k]
+
+
+def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray]) -> int:
+    """How many of the ranked candidates to average: the count whose mean has the lowest
+    validation loss (the earliest on a tie)."""
+    losses = [classification_metrics(y_val, np.mean(val_probabilities[:n], axis=0))["loss"]
+              for n in range(1, len(val_probabilities) + 1)]
+    return int(np.argmin(losses)) + 1
 
 
 def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
@@ -52,26 +68,33 @@ def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
     return apply_sample(cfg, {space[name].key: value for name, value in member.params.items() if name in space})
 
 
-def build_final_model(cfg: DictConfig, members: list[BestTrial], data: TokenizedData) -> FinalModel:
-    """Load each member from its trial run (or refit it), score it on val and test token ids, and
-    wrap all in one."""
-    text_models, val, test = [], [], []
-    for index, member in enumerate(members):
-        member_cfg = member_config(cfg, member)
-        # The sweep's arrays, unless the member searched a token key (truncation, length, vocabulary).
-        same_tokens = all(OmegaConf.select(member_cfg, key) == OmegaConf.select(cfg, key) for key in TOKEN_KEYS)
-        member_data = data if same_tokens else load_data(member_cfg)
-        trained = tracking.load_keras_model(member.run_id)
-        val.append(predict_proba(trained, member_data.x_val, member_cfg.data.bucket_boundaries))
+def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: TokenizedData) -> FinalModel:
+    """Score each candidate's trial model on validation, keep the best run of them from the top,
+    then load (or refit) each member, score it on test once, and wrap all in one."""
+    member_cfgs = [member_config(cfg, candidate) for candidate in candidates]
+    member_data = [data_for(cfg, member_cfg, data) for member_cfg in member_cfgs]
+    trained = [tracking.load_keras_model(candidate.run_id) for candidate in candidates]
+    val = [predict_proba(model, d.x_val, c.data.bucket_boundaries)
+           for model, d, c in zip(trained, member_data, member_cfgs)]
+    n = best_prefix(data.y_val, val) if len(candidates) > 1 else 1
+    log.info("final model: the top %d of %d candidate trials (their mean has the lowest validation loss)",
+             n, len(candidates))
+    text_models, test = [], []
+    for index in range(n):
+        model, member_cfg, member_data_i = trained[index], member_cfgs[index], member_data[index]
         if cfg.sweep.refit:
-            trained = refit_member(member_cfg, member_data, member)
-        test.append(predict_proba(trained, member_data.x_test, member_cfg.data.bucket_boundaries))
-        vectorizer = make_vectorizer(member_cfg.data, member_data.vocabulary)
-        name = "review_sentiment" if len(members) == 1 else f"member_{index}"
-        text_models.append(end_to_end(trained, vectorizer, name=name))
-    text_model = ensemble(text_models)
-    return FinalModel(members, text_model, np.mean(val, axis=0), np.mean(test, axis=0), data.y_test,
-                      refit=bool(cfg.sweep.refit))
+            model = refit_member(member_cfg, member_data_i, candidates[index])
+        test.append(predict_proba(model, member_data_i.x_test, member_cfg.data.bucket_boundaries))
+        vectorizer = make_vectorizer(member_cfg.data, member_data_i.vocabulary)
+        text_models.append(end_to_end(model, vectorizer, name="review_sentiment" if n == 1 else f"member_{index}"))
+    return FinalModel(candidates, candidates[:n], ensemble(text_models), np.mean(val[:n], axis=0),
+                      np.mean(test, axis=0), data.y_test, refit=bool(cfg.sweep.refit))
+
+
+def data_for(cfg: DictConfig, member_cfg: DictConfig, data: TokenizedData) -> TokenizedData:
+    """The sweep's arrays, unless the member searched a token key (truncation, length, vocabulary)."""
+    same_tokens = all(OmegaConf.select(member_cfg, key) == OmegaConf.select(cfg, key) for key in TOKEN_KEYS)
+    return data if same_tokens else load_data(member_cfg)
 
 
 def refit_member(member_cfg: DictConfig, data: TokenizedData, member: BestTrial) -> keras.Model:

@@ -19,7 +19,7 @@ from sentiment.baseline import (
 )
 from sentiment.engines import engine_module, search_algorithm
 from sentiment.data import TokenizedData, load_data, load_test_reviews
-from sentiment.final_model import FinalModel, build_final_model, select_members
+from sentiment.final_model import FinalModel, build_final_model, select_candidates
 from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
 from sentiment.trial import SearchOutcome
 from sentiment.workers import check_shareable, run_workers
@@ -81,8 +81,9 @@ def _complete_version(cfg: DictConfig, engine, experiment_id: str) -> SweepResul
     outcome = engine.finished_outcome(cfg)
     if outcome is None:
         return None
-    members = select_members(cfg, outcome)
-    version = registry.find_version(cfg.tracking.model_name, **final_model_identity(cfg, members)) if members else None
+    candidates = select_candidates(cfg, outcome)
+    identity = final_model_identity(cfg, candidates)
+    version = registry.find_version(cfg.tracking.model_name, **identity) if candidates else None
     parent = find_parent_runs(experiment_id, cfg.sweep.study_name)
     if version is None or not parent:
         return None
@@ -139,30 +140,31 @@ def _parent_tags(cfg: DictConfig) -> dict[str, str]:
             "sweep.algorithm": search_algorithm(cfg)}
 
 
-def final_model_identity(cfg: DictConfig, members: list) -> dict[str, str]:
+def final_model_identity(cfg: DictConfig, candidates: list) -> dict[str, str]:
     """The version tags that identify a sweep's final model: registered once, found again on resume."""
-    return {"study": cfg.sweep.study_name, "member_run_ids": ",".join(m.run_id for m in members),
+    return {"study": cfg.sweep.study_name, "candidate_run_ids": ",".join(c.run_id for c in candidates),
             "refit": str(cfg.sweep.refit).lower()}
 
 
 def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, data: TokenizedData) -> tuple[str | None, Evaluation | None]:
     """Build the final model from the best trials, evaluate it once on test, register it."""
-    members = select_members(cfg, outcome)
-    if not members:
+    candidates = select_candidates(cfg, outcome)
+    if not candidates:
         log.warning("no completed trial: nothing to register")
         return None, None
     model_name, study = cfg.tracking.model_name, cfg.sweep.study_name
-    identity = final_model_identity(cfg, members)
+    identity = final_model_identity(cfg, candidates)
     existing = registry.find_version(model_name, **identity)
     if existing is not None:
         log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
         return str(existing.version), None
-    evaluation = evaluate_final(cfg, build_final_model(cfg, members, data), experiment_id, data)
+    evaluation = evaluate_final(cfg, build_final_model(cfg, candidates, data), experiment_id, data)
     report.log_evaluation(evaluation)
     info = tracking.log_text_model(evaluation.final.text_model, registered_model_name=model_name)
     version = str(info.registered_model_version)
-    best = members[0]
-    tags = {**identity, "engine": cfg.sweep.engine, "final_model": evaluation.final.kind,
+    best = candidates[0]
+    tags = {**identity, "member_run_ids": ",".join(m.run_id for m in evaluation.final.members),
+            "engine": cfg.sweep.engine, "final_model": evaluation.final.kind,
             "trial_number": best.trial_id, "trial_run_id": best.run_id,
             "test_samples": len(evaluation.final.test_probability),
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},

@@ -127,7 +127,7 @@ def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
         assert child.data.params["train.optimizer"] == "Adam"
         assert float(child.data.params["train.learning_rate"]) == cfg.train.learning_rate
     note = client.get_run(result.parent_run_id).data.tags["mlflow.note.content"]
-    assert note.startswith("**Final model** (mean of the top 2 trials): test accuracy")
+    assert note.startswith("**Final model** (") and "(of 2 candidates)): test accuracy" in note
     assert "tf-idf baseline" in note and f"Registered as version **{result.registered_version}**" in note
     assert "## Trials" not in note  # the long table stays in summary.md
     summary = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/summary.md")
@@ -141,8 +141,10 @@ def test_registered_ensemble_is_the_mean_of_its_members_with_the_baseline_beside
 
     cfg, result = swept
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
-    members = version.tags["member_run_ids"].split(",")
-    assert len(members) == 2 and version.tags["final_model"] == "mean of the top 2 trials"
+    members, candidates = (version.tags[key].split(",") for key in ("member_run_ids", "candidate_run_ids"))
+    assert len(candidates) == 2 and members == candidates[: len(members)]  # a run from the top, chosen on val
+    kind = "best trial" if len(members) == 1 else "mean of the top 2 trials"
+    assert version.tags["final_model"] == f"{kind} (of 2 candidates)"
     assert 0 <= float(version.tags["baseline_test_accuracy"]) <= 1
     reviews = ["great wonderful<br />film", "awful boring mess", "the plot was a story"]
     served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
