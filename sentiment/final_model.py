@@ -77,8 +77,9 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     val = [predict_proba(model, d.x_val, c.data.bucket_boundaries)
            for model, d, c in zip(trained, member_data, member_cfgs)]
     n = best_prefix(data.y_val, val) if len(candidates) > 1 else 1
-    log.info("final model: the top %d of %d candidate trials (their mean has the lowest validation loss)",
-             n, len(candidates))
+    if len(candidates) > 1:
+        log.info("final model: the top %d of %d candidate trials (their mean has the lowest validation loss)",
+                 n, len(candidates))
     text_models, test = [], []
     for index in range(n):
         model, member_cfg, member_data_i = trained[index], member_cfgs[index], member_data[index]
