@@ -12,6 +12,7 @@ SERVE_PORT ?= 5001
 STORAGE ?=
 DASHBOARD_PORT ?= 8080
 SERVER_HOST ?= 127.0.0.1
+SERVER_NAMES ?=
 SERVER_PORT ?= 5005
 SERVER_DB ?= postgresql://postgres@127.0.0.1:5432/sentiment_mlflow
 # The browser test drives Debian's Chromium; installed once, as root or through sudo.
@@ -92,7 +93,8 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the configured store, e.
 
 server: $(STAMP) ## MLflow tracking server, PostgreSQL store (SERVER_HOST=127.0.0.1, SERVER_PORT=5005); logins on beyond 127.0.0.1 or with AUTH=1
 	$(BIN)/python -m sentiment server --host $(SERVER_HOST) --port $(SERVER_PORT) --backend-store-uri $(SERVER_DB) \
-		--artifacts-destination $(CURDIR)/mlartifacts-server $(if $(filter 1 yes true,$(AUTH)),--auth,)
+		--artifacts-destination $(CURDIR)/mlartifacts-server $(if $(filter 1 yes true,$(AUTH)),--auth,) \
+		$(foreach name,$(SERVER_NAMES),--name $(name))
 
 user: $(STAMP) ## as the server's admin, add a user: make user NAME=alice ROLE=reader|trainer ARGS="tracking.uri=http://HOST:5005"
 	$(BIN)/python -m sentiment user --name "$(NAME)" --role $(or $(ROLE),reader) $(ARGS)

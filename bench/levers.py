@@ -26,9 +26,8 @@ from sentiment import registry, tracking  # noqa: E402
 from sentiment.config import load_config  # noqa: E402
 from sentiment.data import load_data  # noqa: E402
 from sentiment.engines import engine_module  # noqa: E402
-from sentiment.final_model import member_config, select_candidates  # noqa: E402
+from sentiment.final_model import final_model_identity, member_config, select_candidates  # noqa: E402
 from sentiment.metrics import classification_metrics  # noqa: E402
-from sentiment.sweep import final_model_identity  # noqa: E402
 from sentiment.train import predict_proba  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

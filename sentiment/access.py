@@ -4,8 +4,8 @@ refuses a credential or a permission.
 
 Clients authenticate the standard MLflow way: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
 or ~/.mlflow/credentials. Every authenticated user may read (the auth app's default permission);
-a `trainer` also manages the experiment and the registered model: logs runs, registers, promotes
-and rolls back.
+a `trainer` may also edit the experiment and the registered model: log runs, register, promote
+and roll back.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from sentiment.errors import ConfigError, TrackingError
 
 ADMIN_PASSWORD_VARS = ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD_FILE")
 CREDENTIALS_HINT = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
-# What each role may do beyond reading, as MLflow permissions on the experiment and registered model.
-ROLES = {"reader": None, "trainer": "MANAGE"}
+# What each role may do beyond reading, as MLflow permissions on the experiment and registered
+# model: EDIT logs runs, registers versions and moves aliases (it cannot delete or grant).
+ROLES = {"reader": None, "trainer": "EDIT"}
 DEFAULT_PERMISSION = "READ"  # any authenticated user: browse runs, load models, predict
 
 
@@ -49,8 +50,10 @@ class ServerLaunch:
 
 
 def server_launch(host: str, port: int, backend_store_uri: str, artifacts: str, auth: bool,
-                  workers: int = 2) -> ServerLaunch:
-    """`mlflow server` arguments and environment. Beyond loopback, authentication is always on."""
+                  workers: int, names: tuple[str, ...] = ()) -> ServerLaunch:
+    """`mlflow server` arguments and environment. Beyond loopback, authentication is always on, and
+    the server answers only to this machine's names and `names` (DNS aliases clients use)."""
+    reject_password_in_url("--backend-store-uri", backend_store_uri)  # it would show in `ps`
     argv = ["mlflow", "server", "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts,
             "--host", host, "--port", str(port), "--workers", str(workers)]
     env = dict(os.environ)
@@ -62,7 +65,7 @@ def server_launch(host: str, port: int, backend_store_uri: str, artifacts: str, 
     env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(users_database(backend_store_uri)))
     argv += ["--app-name", "basic-auth"]
     if not is_loopback(host):
-        names = served_names(host)
+        names = sorted({*served_names(host), *names})
         argv += ["--allowed-hosts", ",".join(n for name in names for n in (name, f"{name}:{port}")),
                  "--cors-allowed-origins", ",".join(f"http://{name}:{port}" for name in names)]
     return ServerLaunch(argv, env)
@@ -133,8 +136,9 @@ def username() -> str | None:
     return read_mlflow_creds().username
 
 
-def refusal(err: BaseException, uri: str, action: str) -> TrackingError | None:
-    """A one-line error for a refused credential (401) or permission (403), else None."""
+def refusal(err: BaseException, uri: str, action: str, fix: str | None = None) -> TrackingError | None:
+    """A one-line error for a refused credential (401) or permission (403), else None. `fix` says
+    what to do about a 403 (default: ask the admin for the trainer role)."""
     code = str(getattr(err, "error_code", ""))
     if code == "UNAUTHENTICATED":
         user = username()
@@ -142,8 +146,8 @@ def refusal(err: BaseException, uri: str, action: str) -> TrackingError | None:
         return TrackingError(f"the tracking server {uri} {said}: {CREDENTIALS_HINT}")
     if code == "PERMISSION_DENIED":
         user = username()
-        return TrackingError(f"user {user!r} may not {action} on {uri}: an admin can grant it with "
-                             f"`make user NAME={user} ROLE=trainer`")
+        fix = fix or f"the server's admin can allow it with `make user NAME={user} ROLE=trainer`"
+        return TrackingError(f"user {user!r} may not {action} on {uri}: {fix}")
     return None
 
 
@@ -159,8 +163,8 @@ def reject_password_in_url(key: str, url: str | None) -> None:
 
 
 def add_user(tracking_cfg: DictConfig, name: str, password: str, role: str) -> list[str]:
-    """Create a user on the server (as the admin whose credentials are set) with a role; returns
-    the grants made."""
+    """As the admin whose credentials are set: create the user (or, if it exists, set its
+    password) and give it exactly the role's permissions. Returns what the user may do."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
@@ -172,19 +176,49 @@ def add_user(tracking_cfg: DictConfig, name: str, password: str, role: str) -> l
     if not tracking_cfg.uri.startswith("http"):
         raise ConfigError(f"tracking.uri={tracking_cfg.uri} is a local store: users exist on a tracking server only")
     experiment_id = tracking.connect(tracking_cfg, write=True)
-    client = AuthServiceClient(tracking_cfg.uri)
+    client, model = AuthServiceClient(tracking_cfg.uri), tracking_cfg.model_name
+    resources = (("experiment", experiment_id, f"experiment {tracking_cfg.experiment}"),
+                 ("registered_model", model, f"registered model {model}"))
     try:
-        client.create_user(name, password)
-        permission = ROLES[role]
-        if permission is None:
-            return [f"{DEFAULT_PERMISSION} on everything (the server's default)"]
-        model = tracking_cfg.model_name
+        if _user_exists(client, name):
+            client.update_user_password(name, password)
+        else:
+            client.create_user(name, password)
         registry = mlflow.MlflowClient()
         if not registry.search_registered_models(filter_string=f"name = '{model}'"):
             registry.create_registered_model(model)
-        client.grant_user_permission(name, "experiment", experiment_id, permission)
-        client.grant_user_permission(name, "registered_model", model, permission)
+        permission = ROLES[role]
+        for kind, resource, _ in resources:
+            if permission is None:
+                _revoke(client, name, kind, resource)  # a trainer made a reader again
+            else:
+                client.grant_user_permission(name, kind, resource, permission)
     except MlflowException as err:
-        raise refusal(err, tracking_cfg.uri, "manage users") or TrackingError(
-            f"cannot add user {name!r}: {tracking.short_error(err)}") from None
-    return [f"{permission} on experiment {tracking_cfg.experiment}", f"{permission} on registered model {model}"]
+        raise refusal(err, tracking_cfg.uri, "manage users",
+                      fix="set MLFLOW_TRACKING_USERNAME / PASSWORD to the admin's") or TrackingError(
+            f"cannot set up user {name!r}: {tracking.short_error(err)}") from None
+    if permission is None:
+        return [f"{DEFAULT_PERMISSION} on everything (the server's default)"]
+    return [f"{permission} on {label}" for _, _, label in resources]
+
+
+def _user_exists(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_user(name)
+        return True
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
+            return False
+        raise
+
+
+def _revoke(client, name: str, kind: str, resource: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.revoke_user_permission(name, kind, resource)
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
+            raise

@@ -21,7 +21,7 @@ import keras
 import mlflow
 import optuna
 import tensorflow as tf
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
 from sentiment.config import REPO_ROOT, apply_sample, load_config
@@ -114,7 +114,8 @@ def race(base: list[str], preset: Preset, workdir: Path) -> dict:
         cfg = load_config(base + overrides + [
             f"data.cache_dir={workdir / 'cache'}", f"tracking.uri=sqlite:///{workdir / 'race.db'}",
             f"tracking.artifact_location={workdir / 'artifacts'}", f"sweep.storage=sqlite:///{workdir / 'race-optuna.db'}",
-            f"sweep.keras_tuner_dir={workdir / 'kt'}", f"sweep.study_name=race-{name}", "sweep.final=best",
+            f"sweep.keras_tuner_dir={workdir / 'kt'}", f"sweep.study_name=race-{name}",
+            "sweep.final=best", "sweep.refit=false",  # what each search found, as it trained it
             "sweep.n_trials=1000", f"sweep.timeout={preset.budget_s}"])
         log.info("race: %s for %.0f s", name, preset.budget_s)
         results[name] = _race_one(cfg, preset)
@@ -138,7 +139,8 @@ def _race_one(cfg: DictConfig, preset: Preset) -> dict:
         final = build_final_model(cfg, candidates, data) if candidates else None
     trials = mlflow.search_runs(
         [experiment_id], output_format="list", order_by=["attributes.end_time ASC"],
-        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'FINISHED'")
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.role = 'trial' "
+                      "and attributes.status = 'FINISHED'")
     best, curve = 0.0, []
     for run in trials:
         best = max(best, run.data.metrics["best_val_accuracy"])
@@ -180,8 +182,7 @@ def log_race(report: dict, json_path: Path, plot_path: Path) -> str:
     """One run in the configured tracking store's `<experiment>-bench` experiment: the race's
     numbers as metrics, its JSON and plot as artifacts."""
     cfg = load_config()
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    mlflow.set_experiment(f"{cfg.tracking.experiment}-bench")
+    tracking.connect(OmegaConf.merge(cfg.tracking, {"experiment": f"{cfg.tracking.experiment}-bench"}), write=True)
     with mlflow.start_run(run_name=f"race-{report['preset']}") as run:
         mlflow.log_params({"preset": report["preset"], "budget_s": report["settings"]["budget_s"]})
         for name, result in report["race"].items():

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from sentiment.access import ROLES
 from sentiment.errors import UserError
 from sentiment.quiet import import_tensorflow_quietly
 
@@ -50,8 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--artifacts-destination", required=True, help="where the server keeps artifacts")
     server.add_argument("--auth", action="store_true", help="authentication on 127.0.0.1 too")
     server.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
+    server.add_argument("--name", action="append", default=[], dest="names",
+                        help="another name clients reach the server by (repeatable)")
     cmds["user"].add_argument("--name", required=True, help="the new user's name")
-    cmds["user"].add_argument("--role", choices=("reader", "trainer"), default="reader",
+    cmds["user"].add_argument("--role", choices=tuple(ROLES), default="reader",
                               help="reader: browse and predict; trainer: also log runs, register, promote")
     for name, port in (("ui", 5000), ("serve", 5001), ("dashboard", 8080), ("server", 5005)):
         cmds[name].add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port})")
@@ -225,7 +228,7 @@ def cmd_server(args) -> int:
     if args.backend_store_uri.startswith("postgresql"):
         create_database_if_missing(args.backend_store_uri)
     launch = server_launch(args.host, args.port, args.backend_store_uri, args.artifacts_destination,
-                           auth=args.auth, workers=args.workers)
+                           auth=args.auth, workers=args.workers, names=tuple(args.names))
     auth = "on" if "--app-name" in launch.argv else "off (loopback only)"
     print(f"tracking server on http://{args.host}:{args.port}, authentication {auth}", flush=True)
     os.environ.update(launch.env)

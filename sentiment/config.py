@@ -37,6 +37,9 @@ OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.k
                     "sweep.final", "sweep.ensemble_size", "sweep.refit",
                     "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
                     "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
+# The data settings that decide which reviews are trained, validated and tested on: never a search
+# dimension, or trials would be compared on different validation reviews.
+SPLIT_KEYS = ("data.train_samples", "data.val_fraction", "data.test_samples")
 # The data settings that change the vocabulary, and with it every token id (word vectors' cache key) ...
 VOCABULARY_KEYS = ("data.train_samples", "data.val_fraction", "data.vocab_size")
 # ... and those that also change the token arrays a model reads (the token cache's key).
@@ -235,6 +238,8 @@ def _validate_dimension(cfg: DictConfig, prefix: str, spec: DictConfig) -> None:
     target = spec.get("key")
     _check(OmegaConf.select(cfg, str(target), default=_MISSING) is not _MISSING,
            f"{prefix}.key", target, "an existing config key such as model.units")
+    _check(target not in SPLIT_KEYS, f"{prefix}.key", target,
+           "a key that keeps the same validation reviews for every trial (not " + ", ".join(SPLIT_KEYS) + ")")
     if kind == "categorical":
         choices = spec.get("choices")
         _check(bool(choices), f"{prefix}.choices", choices, "a non-empty list")

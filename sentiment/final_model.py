@@ -54,6 +54,12 @@ def select_candidates(cfg: DictConfig, outcome: SearchOutcome) -> list[BestTrial
     return outcome.ranked[:k]
 
 
+def final_model_identity(cfg: DictConfig, candidates: list) -> dict[str, str]:
+    """The version tags that identify a sweep's final model: registered once, found again on resume."""
+    return {"study": cfg.sweep.study_name, "candidate_run_ids": ",".join(c.run_id for c in candidates),
+            "refit": str(cfg.sweep.refit).lower()}
+
+
 def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray]) -> int:
     """How many of the ranked candidates to average: the count whose mean has the lowest
     validation loss (the earliest on a tie)."""

@@ -65,11 +65,13 @@ def get_version(model_name: str, version: str | int) -> ModelVersion:
 
 
 def check_can_move_aliases(model_name: str, tracking_uri: str) -> None:
-    """Fail in one line, before any scoring or locking, if this user may not move model_name's
-    aliases: its description is written back unchanged, which a server refuses at once to a
-    user without EDIT on the registered model."""
+    """On a tracking server, fail in one line before any scoring or locking if this user may not
+    move model_name's aliases: its description is written back as it is, which the server
+    refuses at once to a user without EDIT on the registered model. (A local store has no users.)"""
     from sentiment.access import refusal
 
+    if not tracking_uri.startswith("http"):
+        return
     client = MlflowClient()
     try:
         model = client.get_registered_model(model_name)

@@ -12,6 +12,7 @@ import queue
 import re
 import string
 import threading
+import weakref
 from concurrent.futures import Future
 
 import keras
@@ -151,32 +152,54 @@ class MicroBatcher:
     """Coalesces concurrent calls into one: the scoring server runs each request in its own
     thread, and one forward pass over 32 waiting reviews costs far less than 32 passes over one.
 
-    A single worker thread takes whatever is queued, scores it all at once and hands each
-    caller its own rows; a lone caller waits for nothing but its own pass.
+    A single worker thread takes whatever is queued (up to MAX_REVIEWS per pass, so one huge
+    request does not hold up the small ones queued behind it for long), scores it at once and
+    hands each caller its own rows; a lone caller waits for nothing but its own pass. The
+    thread holds the model only weakly and ends when the batcher is dropped.
     """
 
+    MAX_REVIEWS = 1024
+    TIMEOUT_S = 600  # a caller never waits forever (e.g. on a thread lost to a fork)
+
     def __init__(self, score):
-        self._score, self._queue = score, queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="micro-batcher", daemon=True).start()
+        self._queue = queue.SimpleQueue()
+        # A model's bound method is held weakly, so a dropped model is freed; a plain function as is.
+        score_ref = weakref.WeakMethod(score) if hasattr(score, "__self__") else (lambda: score)
+        threading.Thread(target=self._serve, args=(score_ref, self._queue), name="micro-batcher",
+                         daemon=True).start()
+
+    def __del__(self) -> None:
+        self._queue.put(None)  # wakes the thread to end it
 
     def __call__(self, reviews: list[str]) -> np.ndarray:
         done: Future = Future()
         self._queue.put((reviews, done))
-        return done.result()
+        return done.result(timeout=self.TIMEOUT_S)
 
-    def _serve(self) -> None:
+    @classmethod
+    def _serve(cls, score_ref, waiting_calls) -> None:
+        carried = None
         while True:
-            waiting = [self._queue.get()]
-            while not self._queue.empty():
-                waiting.append(self._queue.get_nowait())
+            batch = [carried or waiting_calls.get()]
+            carried = None
+            while batch[-1] is not None and not waiting_calls.empty():
+                if sum(len(reviews) for reviews, _ in batch) >= cls.MAX_REVIEWS:
+                    carried = waiting_calls.get_nowait()  # first in the next pass
+                    break
+                batch.append(waiting_calls.get_nowait())
+            score = score_ref()
+            if batch[-1] is None or score is None:  # the batcher or the model is gone
+                return
             try:
-                scores = self._score([review for reviews, _ in waiting for review in reviews])
+                scores = score([review for reviews, _ in batch for review in reviews])
             except BaseException as err:  # every caller of this pass gets the error
-                for _, done in waiting:
+                for _, done in batch:
                     done.set_exception(err)
                 continue
+            finally:
+                del score
             start = 0
-            for reviews, done in waiting:
+            for reviews, done in batch:
                 done.set_result(scores[start : start + len(reviews)])
                 start += len(reviews)
 

@@ -19,7 +19,7 @@ from sentiment.baseline import (
 )
 from sentiment.engines import engine_module, search_algorithm
 from sentiment.data import TokenizedData, load_data, load_test_reviews
-from sentiment.final_model import FinalModel, build_final_model, select_candidates
+from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
 from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
 from sentiment.trial import SearchOutcome
 from sentiment.workers import check_shareable, run_workers
@@ -138,12 +138,6 @@ def _end_parent_quietly(status: str) -> None:
 def _parent_tags(cfg: DictConfig) -> dict[str, str]:
     return {"role": "sweep", "sweep.study": cfg.sweep.study_name, "sweep.engine": cfg.sweep.engine,
             "sweep.algorithm": search_algorithm(cfg)}
-
-
-def final_model_identity(cfg: DictConfig, candidates: list) -> dict[str, str]:
-    """The version tags that identify a sweep's final model: registered once, found again on resume."""
-    return {"study": cfg.sweep.study_name, "candidate_run_ids": ",".join(c.run_id for c in candidates),
-            "refit": str(cfg.sweep.refit).lower()}
 
 
 def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, data: TokenizedData) -> tuple[str | None, Evaluation | None]:

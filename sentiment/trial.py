@@ -49,8 +49,11 @@ def config_fingerprint(cfg: DictConfig) -> str:
     for group in OPERATIONAL_GROUPS:
         container.pop(group, None)
     for key in OPERATIONAL_KEYS:
-        group, name = key.split(".")
-        container[group].pop(name, None)
+        *parents, name = key.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(name, None)
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -74,3 +74,8 @@ def test_a_null_dimension_removes_it_from_the_search_space():
     space = load_config(["sweep.space.recurrent_dropout=null"]).sweep.space
     assert "recurrent_dropout" not in space and "units" in space
     assert "recurrent_dropout" not in load_config(experiment="accuracy").sweep.space
+
+
+def test_a_split_key_cannot_be_searched():
+    with pytest.raises(ConfigError, match="sweep.space.val.key='data.val_fraction' is invalid.*same validation"):
+        load_config(["+sweep.space.val={key: data.val_fraction, type: float, low: 0.1, high: 0.3}"])

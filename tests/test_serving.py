@@ -32,11 +32,13 @@ def test_concurrent_calls_share_one_pass_and_each_gets_its_own_rows():
     threads += [threading.Thread(target=call, args=(i,)) for i in range(1, 8)]
     for thread in threads[1:]:
         thread.start()
-    while batcher._queue.qsize() < 7:  # until all seven are waiting
+    deadline = time.monotonic() + 10
+    while batcher._queue.qsize() < 7 and time.monotonic() < deadline:  # until all seven wait
         time.sleep(0.01)
     release.set()
     for thread in threads:
         thread.join(10)
+        assert not thread.is_alive()
     assert len(passes) == 2 and len(passes[1]) == 14  # the seven waiting calls in one pass
     for i in range(8):
         assert list(results[i]) == [i, i + 0.5]
@@ -55,6 +57,44 @@ def test_an_error_reaches_every_caller_of_that_pass_and_the_batcher_keeps_servin
     with pytest.raises(ValueError, match="broken pass"):
         batcher(["a"])
     assert list(batcher(["b", "c"])) == [0.0, 0.0]
+
+
+def test_a_huge_request_does_not_take_the_small_ones_behind_it_into_its_pass(monkeypatch):
+    monkeypatch.setattr(MicroBatcher, "MAX_REVIEWS", 4)
+    first_pass_started, release = threading.Event(), threading.Event()
+    passes = []
+
+    def score(reviews):
+        passes.append(len(reviews))
+        if len(passes) == 1:
+            first_pass_started.set()
+            release.wait(10)
+        return np.zeros(len(reviews))
+
+    batcher = MicroBatcher(score)
+    sizes = [1, 6, 1, 1]  # the first holds the worker; then a big one and two small ones queue
+    threads = [threading.Thread(target=batcher, args=(["r"] * n,)) for n in sizes]
+    threads[0].start()
+    assert first_pass_started.wait(10)
+    for thread in threads[1:]:
+        thread.start()
+        time.sleep(0.2)  # queue them in this order
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert passes == [1, 6, 2]  # the big one alone (over MAX_REVIEWS), the small ones together
+
+
+def test_a_dropped_batcher_ends_its_thread():
+    batcher = MicroBatcher(lambda reviews: np.zeros(len(reviews)))
+    assert list(batcher(["a"])) == [0.0]
+    alive = lambda: [t for t in threading.enumerate() if t.name == "micro-batcher"]  # noqa: E731
+    before = len(alive())
+    del batcher
+    deadline = time.monotonic() + 5
+    while len(alive()) >= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(alive()) == before - 1
 
 
 def test_scores_come_back_in_input_order_across_length_sorted_chunks():
