@@ -91,6 +91,7 @@ def admin_password() -> str:
 def users_database(backend_store_uri: str) -> str:
     """The auth app's users and permissions: a database beside the tracking store's
     (`<name>_users`, created if missing), never in the repo."""
+    from sentiment.config import sqlite_file  # config imports this module
     from sentiment.storage import create_database_if_missing
 
     parsed = urlparse(backend_store_uri)
@@ -98,8 +99,8 @@ def users_database(backend_store_uri: str) -> str:
         url = parsed._replace(path=f"{parsed.path.rstrip('/')}_users").geturl()
         create_database_if_missing(url)
         return url
-    if parsed.scheme == "sqlite":
-        database = Path(backend_store_uri.removeprefix("sqlite:///")).resolve()
+    database = sqlite_file(backend_store_uri)
+    if database is not None:
         return f"sqlite:///{database.with_name(database.stem + '_users.db')}"
     raise ConfigError(f"--backend-store-uri {backend_store_uri} is not PostgreSQL or SQLite")
 

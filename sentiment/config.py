@@ -46,6 +46,11 @@ VOCABULARY_KEYS = ("data.train_samples", "data.val_fraction", "data.vocab_size")
 TOKEN_KEYS = (*VOCABULARY_KEYS, "data.test_samples", "data.sequence_length", "data.truncate")
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative to the working directory), else None."""
+    return Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+
+
 def list_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 

@@ -18,7 +18,7 @@ class Engine:
     name: str
     algorithms: tuple[str, ...]  # sweep.algorithm choices; null picks the first
     module: str                  # has search(cfg, data) -> SearchOutcome and finished_outcome(cfg)
-    shares_workers: bool         # several worker processes may run one study
+    shares_workers: bool         # several worker processes may run one study (its module: run_trials)
 
 
 ENGINES = {

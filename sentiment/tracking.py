@@ -15,7 +15,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
-from sentiment.config import MODEL_GROUPS, OPERATIONAL_KEYS, flatten
+from sentiment.config import MODEL_GROUPS, OPERATIONAL_KEYS, flatten, sqlite_file
 from sentiment.errors import TrackingError
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,10 @@ def connect(tracking_cfg: DictConfig, write: bool = False) -> str:
 def artifact_location(tracking_cfg: DictConfig) -> str | None:
     """tracking.artifact_location, else beside a SQLite store (MLflow would use ./mlruns of
     whatever directory the first run started in); a server decides for itself."""
-    if tracking_cfg.artifact_location or not tracking_cfg.uri.startswith("sqlite:///"):
+    database = sqlite_file(tracking_cfg.uri)
+    if tracking_cfg.artifact_location or database is None:
         return tracking_cfg.artifact_location
-    database = Path(tracking_cfg.uri.removeprefix("sqlite:///"))
-    return (database.resolve().parent / "mlartifacts").as_uri()
+    return (database.parent / "mlartifacts").as_uri()
 
 
 def short_error(err: BaseException) -> str:

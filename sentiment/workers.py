@@ -11,7 +11,7 @@ import multiprocessing
 
 from omegaconf import DictConfig, OmegaConf
 
-from sentiment.engines import ENGINES, engine
+from sentiment.engines import ENGINES, engine, engine_module
 from sentiment.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,15 @@ def check_shareable(cfg: DictConfig, workers: int) -> None:
 
 
 def _worker(config: dict, parent_run_id: str, index: int) -> None:
-    from sentiment import search_optuna, tracking
+    from sentiment import tracking
     from sentiment.data import load_data
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {index} %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     cfg = OmegaConf.create(config)
     tracking.connect(cfg.tracking, write=True)
-    search_optuna.run_trials(cfg, load_data(cfg), parent_run_id=parent_run_id, worker=index + 1)
+    # An engine that shares_workers runs trials for a parent run opened elsewhere.
+    engine_module(cfg).run_trials(cfg, load_data(cfg), parent_run_id=parent_run_id, worker=index + 1)
 
 
 def run_workers(cfg: DictConfig, workers: int, parent_run_id: str) -> list[int]:
