@@ -102,6 +102,7 @@ class AuthServer:
                     return self
             except requests.RequestException:  # not listening yet, or busy starting up
                 time.sleep(1)
+        self.stop()  # no server process or database outlives a failed start
         pytest.fail(f"the auth server did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self):
