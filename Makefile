@@ -19,7 +19,7 @@ SERVER_DB ?= postgresql://postgres@127.0.0.1:5432/sentiment_mlflow
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 WORKERS ?= 1
-# Test processes: files are spread over them (a module's fixtures stay in one process).
+# Test processes: files are spread over them (tests/conftest.py groups them: a file's fixtures stay in one process).
 TEST_WORKERS ?= 2
 # STORAGE=... is short for ARGS="sweep.storage=..."; several local workers share a journal file
 # unless STORAGE names a database (postgresql://...).
@@ -77,7 +77,7 @@ serve: $(STAMP) ## REST server for @champion on 127.0.0.1 (SERVE_PORT=5001; POST
 	$(BIN)/python -m sentiment serve --port $(SERVE_PORT) $(EXP_FLAG) $(ARGS)
 
 test: $(STAMP) $(CHROMEDRIVER) ## the whole test suite, as CI runs it (tiny generated data, real servers, a browser)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
 test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser (under a minute)
 	$(BIN)/python -m pytest -q -m "not sweeps and not slow and not integration" $(ARGS)

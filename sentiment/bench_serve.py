@@ -68,7 +68,7 @@ def start_server(overrides: list[str], port: int) -> subprocess.Popen:
         try:
             if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
                 return process
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             time.sleep(1)
     raise RuntimeError("the server did not answer /ping within 300 s")
 

@@ -104,3 +104,16 @@ def registry_store(tmp_path_factory, imdb_dir):
         assert run_sweep(load_config(base + extra)).registered_version is not None
     mlflow.end_run()
     return base
+
+
+# Test files that open many PostgreSQL connections (server processes with connection pools):
+# run in one process, one after the other, so two of them never exhaust the server's
+# max_connections together. Every other file is a group of its own (its fixtures stay in one
+# process). `make test` runs pytest with --dist loadgroup.
+POSTGRESQL_FILES = {"test_access", "test_faults"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group("postgresql" if module in POSTGRESQL_FILES else module))

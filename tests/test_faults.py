@@ -74,7 +74,7 @@ class MlflowServer:
             try:
                 if requests.get(f"{self.url}/health", timeout=2).ok:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy starting to answer
                 time.sleep(1)
         pytest.fail(f"mlflow server on {self.backend} did not start (exit code {self.process.poll()})")
 

@@ -31,7 +31,7 @@ def _wait_ready(url: str, server: subprocess.Popen, seconds: float = 180) -> Non
         try:
             if requests.get(f"{url}/ping", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             pass
         time.sleep(1)
     pytest.fail("server did not answer /ping in time")

@@ -46,7 +46,7 @@ def mlflow_ui(registry_store, tmp_path):
         try:
             if requests.get(f"{url}/health", timeout=2).ok:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             time.sleep(1)
     else:
         pytest.fail("mlflow ui did not start")
@@ -132,7 +132,7 @@ def test_make_ui_opens_the_store_the_config_names(registry_store, tmp_path):
                                      params={"experiment_id": experiment_id}, timeout=2)
                 if reply.ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy starting to answer
                 time.sleep(1)
         assert reply is not None and reply.json()["experiment"]["name"] == cfg.tracking.experiment
     finally:
