@@ -63,9 +63,11 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
         scores["champion"] = score_version(name, champ_v, reviews)
     decision = _decide(scores, settings, force)
     with registry.alias_lock(name):
-        _check_champion_unchanged(name, champ_v)
+        current_v = _champion_now(name, champ_v, force)
+        if current_v != champ_v:  # FORCE does not rest on the comparison: whoever is champion now steps down
+            decision = "forced" if current_v != cand_v else "already champion"
         if decision in MOVES_ALIASES:
-            registry.move_champion(name, cand_v, champ_v)
+            registry.move_champion(name, cand_v, current_v)
     _record(name, cand_v, champ_v, scores, decision, settings.metric)
     columns = {"candidate": f"candidate v{cand_v}", "champion": f"champion v{champ_v}"}  # for people only
     table = pd.DataFrame(scores).rename(columns=columns, index={"test_reviews": "test reviews"})
@@ -81,14 +83,17 @@ def _decide(scores: dict, settings: DictConfig, force: bool) -> str:
     return "forced" if force else "refused"
 
 
-def _check_champion_unchanged(name: str, expected: str | None) -> None:
+def _champion_now(name: str, expected: str | None, force: bool) -> str | None:
+    """@champion's version under the lock. If it moved while this promotion was scoring, a
+    comparison is stale: refused, unless forced."""
     current = registry.alias_version(name, registry.CHAMPION)
     current_v = str(current.version) if current else None
-    if current_v != expected:
+    if current_v != expected and not force:
         raise TrackingError(
             f"@champion of {name} moved to version {current_v} while this promotion was scoring; "
             "run `make promote` again to compare with the new champion"
         )
+    return current_v
 
 
 def _record(name: str, cand_v: str, champ_v: str | None, scores: dict, decision: str, metric: str) -> None:

@@ -93,7 +93,7 @@ def test_promotions_from_two_processes_sharing_no_files_are_serialized_by_the_se
                 [sys.executable, "-m", "sentiment", "promote", "--force", "--version", version, *overrides],
                 cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         outputs = [w.communicate(timeout=600)[0] for w in workers]
-        assert all(w.returncode in (0, 2) for w in workers), outputs  # 2: "the champion moved", retry
+        assert all(w.returncode == 0 for w in workers), outputs  # forced: neither waits on a stale comparison
         mlflow.set_tracking_uri(server.url)
         aliases = _aliases()
         assert {aliases["champion"], aliases["previous"]} == {"1", "2"}, outputs
