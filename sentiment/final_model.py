@@ -2,8 +2,8 @@
 each as its trial trained it or refit on train+val for its best epoch count (sweep.refit).
 
 Members are chosen on validation only: for an ensemble, the top `sweep.ensemble_size` trials
-by the search objective are the candidates, and the members are the shortest run of them from
-the top whose mean has the lowest validation loss (a weak tail does not dilute a strong head).
+by the search objective are the candidates, and the members are the run of them from the top
+whose mean has the lowest validation loss (a weak tail does not dilute a strong head).
 The result is one raw-text Keras model (vectorizer inside), so serving and `make predict` stay
 the same for one member or more.
 """
@@ -82,8 +82,9 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     trained = [tracking.load_keras_model(candidate.run_id) for candidate in candidates]
     val = [predict_proba(model, d.x_val, c.data.bucket_boundaries)
            for model, d, c in zip(trained, member_data, member_cfgs)]
-    n = best_prefix(data.y_val, val) if len(candidates) > 1 else 1
+    n = 1
     if len(candidates) > 1:
+        n = best_prefix(data.y_val, val)
         log.info("final model: the top %d of %d candidate trials (their mean has the lowest validation loss)",
                  n, len(candidates))
     text_models, test = [], []
