@@ -19,6 +19,7 @@ CONF_DIR = REPO_ROOT / "conf"
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 # The choices of the categorical settings (the layers in serving.py implement them).
 TRUNCATION_SIDES = ("head", "tail", "head+tail")
+VAL_SPLITS = ("id_blocks", "random")
 POOLING_MODES = ("last", "max", "mean", "max+mean")
 EMBEDDING_INITS = ("random", "word2vec")
 LR_SCHEDULES = ("constant", "cosine")
@@ -34,14 +35,14 @@ MODEL_GROUPS = ("data", "model", "regularizer", "train")
 OPERATIONAL_GROUPS = ("tracking", "promote")
 OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
                     "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
-                    "sweep.final", "sweep.ensemble_size", "sweep.refit",
+                    "sweep.final", "sweep.ensemble_size", "sweep.refit", "sweep.calibrate",
                     "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
                     "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
 # The data settings that decide which reviews are trained, validated and tested on: never a search
 # dimension, or trials would be compared on different validation reviews.
-SPLIT_KEYS = ("data.train_samples", "data.val_fraction", "data.test_samples")
+SPLIT_KEYS = ("data.train_samples", "data.val_fraction", "data.val_split", "data.test_samples")
 # The data settings that change the vocabulary, and with it every token id (word vectors' cache key) ...
-VOCABULARY_KEYS = ("data.train_samples", "data.val_fraction", "data.vocab_size")
+VOCABULARY_KEYS = ("data.train_samples", "data.val_fraction", "data.val_split", "data.vocab_size")
 # ... and those that also change the token arrays a model reads (the token cache's key).
 TOKEN_KEYS = (*VOCABULARY_KEYS, "data.test_samples", "data.sequence_length", "data.truncate")
 
@@ -190,6 +191,7 @@ def _validate_data(cfg: DictConfig) -> None:
     _check(train_samples is None or train_samples >= 10, "data.train_samples", train_samples,
            "null or at least 10 reviews (both classes in both splits)")
     _fraction(cfg, "data.val_fraction", low_open=True)
+    _one_of(cfg, "data.val_split", VAL_SPLITS)
     _one_of(cfg, "data.truncate", TRUNCATION_SIDES)
     for key in ("data.vocab_size", "data.sequence_length", "data.batch_size"):
         _positive_int(cfg, key)
@@ -207,7 +209,9 @@ def _validate_train(cfg: DictConfig) -> None:
     _check(_is_int(patience) and patience >= 0, "train.early_stopping_patience", patience, "an integer >= 0")
 
 
-OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize"}
+OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize", "val_auc": "maximize"}
+# The same measures in metrics.classification_metrics (how an ensemble's members are chosen).
+OBJECTIVE_METRICS = {"val_loss": "loss", "val_accuracy": "accuracy", "val_auc": "roc_auc"}
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
@@ -233,6 +237,10 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _positive_int(cfg, "sweep.warm_start_k")
     _positive_int(cfg, "sweep.ensemble_size")
     _check(isinstance(sweep.refit, bool), "sweep.refit", sweep.refit, "true or false")
+    _check(isinstance(sweep.calibrate, bool), "sweep.calibrate", sweep.calibrate, "true or false")
+    if sweep.refit and sweep.calibrate:
+        raise ConfigError("sweep.refit=true and sweep.calibrate=true do not combine: calibration is fitted on "
+                          "validation reviews that refit models train on; set one of them to false")
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 

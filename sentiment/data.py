@@ -34,12 +34,19 @@ SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "
 # Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
 warnings.filterwarnings("ignore", message="Your input ran out of data")
 _MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/[^/]+\.txt$")
+_REVIEW_ID = re.compile(r"/(\d+)_\d+\.txt$")  # aclImdb names a review <id>_<rating>.txt
+# data.val_split=id_blocks: aclImdb numbers one movie's reviews consecutively (at most 30 per
+# movie), so whole blocks of ids go to validation and its movies are (nearly) never trained on,
+# as with the test movies. 250 ids per block; fewer on small data, keeping >= 50 blocks per class.
+VAL_BLOCK_IDS = 250
+MIN_VAL_BLOCKS = 50
 
 
 @dataclass
 class Reviews:
     texts: list[str]
     labels: np.ndarray  # 1 = positive
+    ids: np.ndarray     # the <id> of aclImdb's <id>_<rating>.txt (-1 where a file is named otherwise)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -150,7 +157,9 @@ def read_reviews(source: Path) -> dict[str, Reviews]:
 
 
 def _to_reviews(items: list[tuple[str, str, int]]) -> Reviews:
-    return Reviews([text for _, text, _ in items], np.array([y for *_, y in items], dtype="int32"))
+    ids = [int(m.group(1)) if (m := _REVIEW_ID.search(name)) else -1 for name, _, _ in items]
+    return Reviews([text for _, text, _ in items], np.array([y for *_, y in items], dtype="int32"),
+                   np.array(ids, dtype="int64"))
 
 
 def _iter_members(source: Path) -> Iterator[tuple[str, bytes]]:
@@ -182,18 +191,42 @@ def subsample(reviews: Reviews, n: int | None, seed: int) -> Reviews:
     for label, share in ((0, n // 2), (1, n - n // 2)):
         candidates = np.flatnonzero(reviews.labels == label)
         picked.append(rng.choice(candidates, size=min(share, len(candidates)), replace=False))
-    index = np.sort(np.concatenate(picked))
-    return Reviews([reviews.texts[i] for i in index], reviews.labels[index])
+    return _pick(reviews, np.sort(np.concatenate(picked)))
 
 
-def split_train_val(reviews: Reviews, val_fraction: float, seed: int) -> tuple[Reviews, Reviews]:
-    """Stratified, seeded validation split carved from the training reviews."""
+def _pick(reviews: Reviews, index: np.ndarray) -> Reviews:
+    return Reviews([reviews.texts[i] for i in index], reviews.labels[index], reviews.ids[index])
+
+
+def split_train_val(reviews: Reviews, val_fraction: float, seed: int,
+                    method: str = "id_blocks") -> tuple[Reviews, Reviews]:
+    """Seeded validation split carved from the training reviews, stratified by label:
+    whole blocks of review ids (`id_blocks`, see VAL_BLOCK_IDS) or single reviews (`random`)."""
     index = np.arange(len(reviews))
-    train_idx, val_idx = train_test_split(
-        index, test_size=val_fraction, random_state=seed, stratify=reviews.labels
-    )
-    pick = lambda idx: Reviews([reviews.texts[i] for i in idx], reviews.labels[idx])  # noqa: E731
-    return pick(np.sort(train_idx)), pick(np.sort(val_idx))
+    if method == "random":
+        train_idx, val_idx = train_test_split(
+            index, test_size=val_fraction, random_state=seed, stratify=reviews.labels
+        )
+        return _pick(reviews, np.sort(train_idx)), _pick(reviews, np.sort(val_idx))
+    val = np.zeros(len(reviews), dtype=bool)
+    rng = np.random.default_rng(seed)
+    for label in (0, 1):
+        of_label = reviews.labels == label
+        blocks = id_blocks(reviews.ids[of_label])
+        names = np.unique(blocks)
+        chosen = rng.choice(names, size=max(1, round(len(names) * val_fraction)), replace=False)
+        val[np.flatnonzero(of_label)[np.isin(blocks, chosen)]] = True
+    return _pick(reviews, np.flatnonzero(~val)), _pick(reviews, np.flatnonzero(val))
+
+
+def id_blocks(ids: np.ndarray) -> np.ndarray:
+    """The block of each review id: VAL_BLOCK_IDS consecutive ids, narrower when there are too
+    few ids for MIN_VAL_BLOCKS blocks."""
+    if (ids < 0).any():
+        raise DatasetError("data.val_split=id_blocks needs review files named <id>_<rating>.txt as in "
+                           "aclImdb; rename them or set data.val_split=random")
+    width = max(1, min(VAL_BLOCK_IDS, (int(ids.max()) + 1) // MIN_VAL_BLOCKS))
+    return ids // width
 
 
 def load_splits(cfg: DictConfig) -> tuple[Reviews, Reviews, Reviews, str]:
@@ -202,7 +235,7 @@ def load_splits(cfg: DictConfig) -> tuple[Reviews, Reviews, Reviews, str]:
     splits = read_reviews(source)
     train = subsample(splits["train"], cfg.data.train_samples, cfg.seed)
     test = subsample(splits["test"], cfg.data.test_samples, cfg.seed)
-    train, val = split_train_val(train, cfg.data.val_fraction, cfg.seed)
+    train, val = split_train_val(train, cfg.data.val_fraction, cfg.seed, cfg.data.val_split)
     return train, val, test, str(source)
 
 

@@ -3,7 +3,10 @@ each as its trial trained it or refit on train+val for its best epoch count (swe
 
 Members are chosen on validation only: for an ensemble, the top `sweep.ensemble_size` trials
 by the search objective are the candidates, and the members are the run of them from the top
-whose mean has the lowest validation loss (a weak tail does not dilute a strong head).
+whose mean scores best on that objective (a weak tail does not dilute a strong head).
+With sweep.calibrate, the mean's probability is Platt-scaled on validation (serving.Calibration):
+on movies it never trained on, a model's decision offset drifts from 0.5, and the movie-disjoint
+validation split (data.val_split=id_blocks) measures that drift as the test movies will show it.
 The result is one raw-text Keras model (vectorizer inside), so serving and `make predict` stay
 the same for one member or more.
 """
@@ -17,12 +20,14 @@ import keras
 import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from sklearn.linear_model import LogisticRegression
 
 from sentiment import tracking
-from sentiment.config import TOKEN_KEYS, apply_sample
+from sentiment.config import OBJECTIVE_DIRECTIONS, OBJECTIVE_METRICS, TOKEN_KEYS, apply_sample
 from sentiment.data import TokenizedData, load_data, make_vectorizer
 from sentiment.metrics import classification_metrics
-from sentiment.model import end_to_end, ensemble
+from sentiment.model import calibrated, end_to_end, ensemble
+from sentiment.serving import Calibration
 from sentiment.train import predict_proba, refit
 from sentiment.trial import BestTrial, EpochLog, SearchOutcome
 
@@ -38,6 +43,7 @@ class FinalModel:
     test_probability: np.ndarray       # on the test split: computed once, after selection
     test_labels: np.ndarray
     refit: bool = False                # members retrained on train+val (their val score is in-sample)
+    calibration: tuple[float, float] | None = None  # (slope, intercept) fitted on val, applied to both
 
     @property
     def kind(self) -> str:
@@ -45,6 +51,8 @@ class FinalModel:
         kind = "best trial" if n == 1 else f"mean of the top {n} trials"
         if of > 1:
             kind += f" (of {of} candidates)"
+        if self.calibration:
+            kind += ", calibrated on validation"
         return f"{kind}, refit on train+val" if self.refit else kind
 
 
@@ -57,15 +65,15 @@ def select_candidates(cfg: DictConfig, outcome: SearchOutcome) -> list[BestTrial
 def final_model_identity(cfg: DictConfig, candidates: list) -> dict[str, str]:
     """The version tags that identify a sweep's final model: registered once, found again on resume."""
     return {"study": cfg.sweep.study_name, "candidate_run_ids": ",".join(c.run_id for c in candidates),
-            "refit": str(cfg.sweep.refit).lower()}
+            "refit": str(cfg.sweep.refit).lower(), "calibrated": str(cfg.sweep.calibrate).lower()}
 
 
-def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray]) -> int:
-    """How many of the ranked candidates to average: the count whose mean has the lowest
-    validation loss (the earliest on a tie)."""
-    losses = [classification_metrics(y_val, np.mean(val_probabilities[:n], axis=0))["loss"]
+def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray], objective: str = "val_loss") -> int:
+    """How many of the ranked candidates to average: the count whose mean scores best on the
+    validation objective (the earliest on a tie)."""
+    scores = [classification_metrics(y_val, np.mean(val_probabilities[:n], axis=0))[OBJECTIVE_METRICS[objective]]
               for n in range(1, len(val_probabilities) + 1)]
-    return int(np.argmin(losses)) + 1
+    return int((np.argmax if OBJECTIVE_DIRECTIONS[objective] == "maximize" else np.argmin)(scores)) + 1
 
 
 def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
@@ -84,9 +92,9 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
            for model, d, c in zip(trained, member_data, member_cfgs)]
     n = 1
     if len(candidates) > 1:
-        n = best_prefix(data.y_val, val)
-        log.info("final model: the top %d of %d candidate trials (their mean has the lowest validation loss)",
-                 n, len(candidates))
+        n = best_prefix(data.y_val, val, cfg.sweep.objective)
+        log.info("final model: the top %d of %d candidate trials (their mean scores best on %s)",
+                 n, len(candidates), cfg.sweep.objective)
     text_models, test = [], []
     for index in range(n):
         model, member_cfg, member_data_i = trained[index], member_cfgs[index], member_data[index]
@@ -95,8 +103,28 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
         test.append(predict_proba(model, member_data_i.x_test, member_cfg.data.bucket_boundaries))
         vectorizer = make_vectorizer(member_cfg.data, member_data_i.vocabulary)
         text_models.append(end_to_end(model, vectorizer, name="review_sentiment" if n == 1 else f"member_{index}"))
-    return FinalModel(candidates, candidates[:n], ensemble(text_models), np.mean(val[:n], axis=0),
-                      np.mean(test, axis=0), data.y_test, refit=bool(cfg.sweep.refit))
+    final = FinalModel(candidates, candidates[:n], ensemble(text_models), np.mean(val[:n], axis=0),
+                       np.mean(test, axis=0), data.y_test, refit=bool(cfg.sweep.refit))
+    return calibrate(final, data.y_val) if cfg.sweep.calibrate else final
+
+
+def fit_calibration(labels: np.ndarray, probability: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: (slope, intercept) of a logistic regression of the labels on logit(probability)."""
+    p = np.clip(probability, Calibration.EPSILON, 1 - Calibration.EPSILON)
+    fit = LogisticRegression(C=1e6).fit(np.log(p / (1 - p)).reshape(-1, 1), labels)  # C: ~no penalty
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def calibrate(final: FinalModel, y_val: np.ndarray) -> FinalModel:
+    """The final model Platt-scaled on its validation probabilities (2 parameters fitted on val, so
+    its val score is slightly in-sample; test is untouched by the fit)."""
+    slope, intercept = fit_calibration(y_val, final.val_probability)
+    layer = Calibration(slope, intercept)
+    scale = lambda p: np.asarray(layer(p.astype("float32"))).astype("float64")  # noqa: E731
+    log.info("calibration on validation: slope %.3f, intercept %.3f", slope, intercept)
+    return FinalModel(final.candidates, final.members, calibrated(final.text_model, slope, intercept),
+                      scale(final.val_probability), scale(final.test_probability), final.test_labels,
+                      refit=final.refit, calibration=(slope, intercept))
 
 
 def data_for(cfg: DictConfig, member_cfg: DictConfig, data: TokenizedData) -> TokenizedData:

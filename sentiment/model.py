@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sentiment.serving import MaskedPooling
+from sentiment.serving import Calibration, MaskedPooling
 
 
 def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None = None,
@@ -74,3 +74,10 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
     text = keras.Input(shape=(1,), dtype="string", name="text")
     mean = keras.layers.Average(name="ensemble_mean")([member(text) for member in members])
     return keras.Model(text, mean, name=f"review_sentiment_ensemble_{len(members)}")
+
+
+def calibrated(model: keras.Model, slope: float, intercept: float) -> keras.Model:
+    """The raw-text model with Platt scaling on its probability (serving.Calibration)."""
+    text = keras.Input(shape=(1,), dtype="string", name="text")
+    probability = Calibration(slope, intercept, name="calibration")(model(text))
+    return keras.Model(text, probability, name=f"{model.name}_calibrated")

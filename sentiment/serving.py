@@ -105,6 +105,29 @@ class MaskedPooling(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="sentiment", name="Calibration")
+class Calibration(keras.layers.Layer):
+    """Platt scaling of a probability: sigmoid(slope * logit(p) + intercept), fitted on validation
+    reviews of movies the model never trained on. A model's decision offset differs between the
+    movies it trained on and new ones; this moves it back to 0.5."""
+
+    EPSILON = 1e-7  # probabilities are clipped away from 0 and 1 before the logit
+
+    def __init__(self, slope: float = 1.0, intercept: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.slope, self.intercept = float(slope), float(intercept)
+
+    def call(self, probability):
+        p = tf.clip_by_value(probability, self.EPSILON, 1.0 - self.EPSILON)
+        return tf.sigmoid(self.slope * tf.math.log(p / (1.0 - p)) + self.intercept)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "slope": self.slope, "intercept": self.intercept}
+
+
 class BadInput(MlflowException):
     """A request the model cannot score; the scoring server answers 400 with this one line
     (an MlflowException carries no stack trace into the response, unlike other errors)."""
@@ -127,9 +150,19 @@ def reviews_from_input(model_input) -> list[str]:
     return values
 
 
+def _calibration(model: keras.Model) -> tuple[keras.Model, Calibration | None]:
+    """(the uncalibrated raw-text model, its Calibration layer) of a calibrated model (model.calibrated);
+    else (model, None)."""
+    calibration = [layer for layer in model.layers if isinstance(layer, Calibration)]
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(calibration) == 1 and len(inner) == 1:
+        return inner[0], calibration[0]
+    return model, None
+
+
 def _token_parts(model: keras.Model) -> list[tuple[keras.layers.Layer, keras.Model]] | None:
-    """(vectorizer, token model) of each member of a raw-text model (an ensemble's members are
-    Keras models), or None if it is not made of them."""
+    """(vectorizer, token model) of each member of an uncalibrated raw-text model (an ensemble's
+    members are Keras models), or None if it is not made of them."""
     members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if not any(isinstance(layer, keras.layers.Average) for layer in model.layers):
         members = [model]
@@ -217,13 +250,15 @@ class ReviewClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT])
-        parts = _token_parts(self.model)
+        uncalibrated, calibration = _calibration(self.model)
+        parts = _token_parts(uncalibrated)
         if parts is None:  # not built from our pieces: the whole model as one graph
             forward = lambda text: self.model(text, training=False)  # noqa: E731
         else:
             def forward(text):
                 scores = [model(_trim_padding(vectorizer(text)), training=False) for vectorizer, model in parts]
-                return tf.add_n(scores) / len(scores)
+                mean = tf.add_n(scores) / len(scores)
+                return mean if calibration is None else calibration(mean)
         self._forward = tf.function(forward, input_signature=[tf.TensorSpec([None, 1], tf.string)])
         self._forward(tf.constant([["A warm-up review, traced once."], [""]]))
         self._batched = MicroBatcher(self._score)

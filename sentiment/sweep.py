@@ -161,6 +161,7 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, 
             "engine": cfg.sweep.engine, "final_model": evaluation.final.kind,
             "trial_number": best.trial_id, "trial_run_id": best.run_id,
             "test_samples": len(evaluation.final.test_probability),
+            **calibration_tags(evaluation.final),
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
             **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},
             **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()}}
@@ -169,6 +170,13 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, 
     log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version,
              evaluation.final.kind, evaluation.test_metrics["accuracy"])
     return version, evaluation
+
+
+def calibration_tags(final: FinalModel) -> dict[str, float]:
+    if final.calibration is None:
+        return {}
+    slope, intercept = final.calibration
+    return {"calibration_slope": slope, "calibration_intercept": intercept}
 
 
 def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str, data: TokenizedData) -> Evaluation:

@@ -28,11 +28,12 @@ class TrainResult:
 
 
 def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -> TrainResult:
-    """Fit with early stopping on val_loss (best weights restored) and score the result."""
+    """Fit with early stopping (best weights restored) and score the result. The epoch is chosen
+    by the validation metric the search optimizes (sweep.objective): one measure picks both."""
     model = fresh_model(cfg, data, n_reviews=len(data.x_train))
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=cfg.train.early_stopping_patience, restore_best_weights=True
-    )
+    monitor, maximize = cfg.sweep.objective, cfg.sweep.direction == "maximize"
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode="max" if maximize else "min",
+                                            patience=cfg.train.early_stopping_patience, restore_best_weights=True)
     buckets = cfg.data.bucket_boundaries
     history = model.fit(
         to_dataset(data.x_train, data.y_train, cfg.data.batch_size, shuffle_seed=cfg.seed, bucket_boundaries=buckets),
@@ -46,7 +47,7 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
     val_scores = evaluate(model, data.x_val, data.y_val, cfg.data.batch_size, buckets)
     metrics = {f"val_{k}": v for k, v in val_scores.items()}
     metrics["epochs_trained"] = len(history["loss"])
-    metrics["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
+    metrics["best_epoch"] = int((np.argmax if maximize else np.argmin)(history[monitor])) + 1
     return TrainResult(model, metrics, history)
 
 

@@ -43,6 +43,30 @@ def test_validation_split_is_stratified_seeded_and_disjoint(tiny_cfg):
     assert not set(test.texts) & set(train.texts + val.texts)
 
 
+def test_id_block_validation_keeps_each_block_of_review_ids_on_one_side():
+    ids = np.concatenate([np.arange(5000), np.arange(5000)])  # aclImdb numbers pos and neg apart
+    labels = np.repeat([1, 0], 5000).astype("int32")
+    reviews = data.Reviews([f"review {i}" for i in range(ids.size)], labels, ids)
+    blocks = data.id_blocks(ids)  # 50 blocks of 100 ids per label
+    train, val = data.split_train_val(reviews, 0.2, seed=3, method="id_blocks")
+
+    def blocks_of(split, label):
+        return set(blocks[(labels == label) & np.isin(ids, split.ids[split.labels == label])])
+
+    for label in (0, 1):
+        assert not blocks_of(train, label) & blocks_of(val, label) and len(blocks_of(val, label)) == 10
+    assert len(val) == 2000 and val.labels.mean() == 0.5
+    assert data.split_train_val(reviews, 0.2, seed=3)[1].texts == val.texts  # id_blocks is the default, seeded
+    random_val = data.split_train_val(reviews, 0.2, seed=3, method="random")[1]
+    assert len(blocks_of(random_val, 1)) > 40  # single reviews land in nearly every block
+
+
+def test_id_blocks_need_aclimdb_file_names():
+    reviews = data.Reviews(["a", "b", "c", "d"], np.array([0, 1, 0, 1]), np.array([0, 1, -1, 2]))
+    with pytest.raises(DatasetError, match="<id>_<rating>.txt.*data.val_split=random"):
+        data.split_train_val(reviews, 0.5, seed=0)
+
+
 def test_vocabulary_is_adapted_on_training_split_only(tiny_cfg):
     tokenized = data.load_data(tiny_cfg)
     assert TEST_ONLY not in tokenized.vocabulary

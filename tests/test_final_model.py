@@ -1,8 +1,15 @@
-"""How the final model's members are chosen from the candidates: on validation only."""
+"""How the final model's members are chosen from the candidates, and how it is calibrated:
+on validation only."""
 
+import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 
-from sentiment.final_model import best_prefix
+from sentiment.final_model import best_prefix, fit_calibration
+from sentiment.data import make_vectorizer
+from sentiment.model import build_model, calibrated, end_to_end
+from sentiment.serving import KERAS_ARTIFACT, Calibration, ReviewClassifier
 
 LABELS = np.array([1, 0, 1, 0, 1, 0])
 
@@ -25,3 +32,30 @@ def test_one_candidate_and_ties_keep_the_fewest():
     same = np.array([0.9, 0.1, 0.8, 0.2, 0.9, 0.1])
     assert best_prefix(LABELS, [same]) == 1
     assert best_prefix(LABELS, [same, same.copy()]) == 1  # an identical copy adds nothing
+
+
+def test_calibration_undoes_a_decision_offset():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.02, 0.98, 20000)
+    labels = (rng.uniform(size=truth.size) < truth).astype(int)
+    shifted = 1 / (1 + np.exp(-(np.log(truth / (1 - truth)) - 1.5)))  # a model too ready to say negative
+    slope, intercept = fit_calibration(labels, shifted)
+    assert slope == pytest.approx(1.0, abs=0.1) and intercept == pytest.approx(1.5, abs=0.1)
+    fixed = np.asarray(Calibration(slope, intercept)(shifted.astype("float32")))
+    assert fixed == pytest.approx(truth, abs=0.03)
+    assert ((fixed >= 0.5) == labels).mean() > ((shifted >= 0.5) == labels).mean()
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")  # untrained: no optimizer state
+def test_a_calibrated_model_is_served_calibrated_after_saving(tiny_cfg, tmp_path):
+    vocabulary = ["", "[UNK]", "great", "awful", "film"]
+    raw = end_to_end(build_model(tiny_cfg, vocab_size=len(vocabulary)), make_vectorizer(tiny_cfg.data, vocabulary))
+    path = tmp_path / "model.keras"
+    calibrated(raw, slope=2.0, intercept=-0.5).save(path)
+    reviews = ["great film", "awful awful film, not great", ""]
+    expected = np.asarray(Calibration(2.0, -0.5)(raw(tf.constant(reviews)[:, tf.newaxis]))).reshape(-1)
+    assert np.asarray(keras.models.load_model(path)(tf.constant(reviews)[:, tf.newaxis])).reshape(-1) \
+        == pytest.approx(expected, abs=1e-6)
+    classifier = ReviewClassifier()  # the serving path: members' token models, then the calibration
+    classifier.load_context(type("Context", (), {"artifacts": {KERAS_ARTIFACT: str(path)}})())
+    assert classifier._score(reviews) == pytest.approx(expected, abs=1e-6)

@@ -104,7 +104,7 @@ def _all_runs():
 def test_one_parent_run_per_study_and_a_rerun_with_nothing_to_do_creates_none(fresh_sweep):
     cfg, first = fresh_sweep
     version = MlflowClient().get_model_version(cfg.tracking.model_name, first.registered_version)
-    assert version.tags["final_model"] == "best trial" and "," not in version.tags["member_run_ids"]
+    assert version.tags["final_model"] == "best trial, calibrated on validation" and "," not in version.tags["member_run_ids"]
     before = len(_all_runs())
     second = run_sweep(cfg)
     assert len(_study(cfg).trials) == 2 and len(_all_runs()) == before
@@ -127,7 +127,7 @@ def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
         assert child.data.params["train.optimizer"] == "Adam"
         assert float(child.data.params["train.learning_rate"]) == cfg.train.learning_rate
     note = client.get_run(result.parent_run_id).data.tags["mlflow.note.content"]
-    assert note.startswith("**Final model** (") and "(of 2 candidates)): test accuracy" in note
+    assert note.startswith("**Final model** (") and "(of 2 candidates), calibrated on validation): test accuracy" in note
     assert "tf-idf baseline" in note and f"Registered as version **{result.registered_version}**" in note
     assert "## Trials" not in note  # the long table stays in summary.md
     summary = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/summary.md")
@@ -135,16 +135,17 @@ def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
     assert "| shortest quarter |" in summary
 
 
-def test_registered_ensemble_is_the_mean_of_its_members_with_the_baseline_beside_it(swept):
+def test_registered_ensemble_is_the_calibrated_mean_of_its_members_with_the_baseline_beside_it(swept):
     from sentiment.data import make_vectorizer
     from sentiment.model import end_to_end
+    from sentiment.serving import Calibration
 
     cfg, result = swept
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
     members, candidates = (version.tags[key].split(",") for key in ("member_run_ids", "candidate_run_ids"))
     assert len(candidates) == 2 and members == candidates[: len(members)]  # a run from the top, chosen on val
     kind = "best trial" if len(members) == 1 else "mean of the top 2 trials"
-    assert version.tags["final_model"] == f"{kind} (of 2 candidates)"
+    assert version.tags["final_model"] == f"{kind} (of 2 candidates), calibrated on validation"
     assert 0 <= float(version.tags["baseline_test_accuracy"]) <= 1
     reviews = ["great wonderful<br />film", "awful boring mess", "the plot was a story"]
     served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
@@ -153,7 +154,9 @@ def test_registered_ensemble_is_the_mean_of_its_members_with_the_baseline_beside
     text = tf.constant(reviews)[:, tf.newaxis]
     each = [np.asarray(end_to_end(tracking.load_keras_model(run_id), make_vectorizer(cfg.data, vocabulary))(text))
             .reshape(-1) for run_id in members]
-    assert got == pytest.approx(np.mean(each, axis=0), abs=1e-5)
+    scaling = Calibration(float(version.tags["calibration_slope"]), float(version.tags["calibration_intercept"]))
+    assert (scaling.slope, scaling.intercept) != (1.0, 0.0)
+    assert got == pytest.approx(np.asarray(scaling(np.mean(each, axis=0).astype("float32"))), abs=1e-5)
 
 
 def tiny_overrides_from(cfg):
@@ -208,7 +211,7 @@ def test_unreachable_tracking_server_fails_before_training(imdb_dir, tmp_path, m
 
 def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_mean(imdb_dir, tmp_path):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=ensemble", "sweep.refit=true",
-                                                            "sweep.baseline=false"])
+                                                            "sweep.calibrate=false", "sweep.baseline=false"])
     result = run_sweep(cfg)
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
     members = version.tags["member_run_ids"].split(",")

@@ -20,7 +20,7 @@ def test_params_are_the_model_groups_without_operational_keys(tiny_cfg):
 
 
 @pytest.mark.parametrize("override", ["sweep.n_trials=99", "sweep.storage=sqlite:///elsewhere.db",
-                                      "data.cache_dir=/tmp/other", "tracking.model_name=other", "sweep.refit=true"])
+                                      "data.cache_dir=/tmp/other", "tracking.model_name=other", "sweep.calibrate=false"])
 def test_operational_changes_keep_the_study_fingerprint(tiny_cfg, imdb_dir, tmp_path, override):
     changed = load_config(tiny_overrides(imdb_dir, tmp_path) + [override])
     assert config_fingerprint(changed) == config_fingerprint(tiny_cfg)
