@@ -1,6 +1,6 @@
 """What each choice of a finished study moved: validation and test accuracy per trial, grouped by
 the searched categorical settings, and the final-model levers (best trial, mean of the top k,
-refit), all on the full test set.
+calibration on validation), all on the full test set.
 
 An analysis for the record, run after the study registered its final model: selection never
 sees these test numbers. Usage (the same experiment and overrides as the sweep):
@@ -26,59 +26,75 @@ from sentiment import registry, tracking  # noqa: E402
 from sentiment.config import load_config  # noqa: E402
 from sentiment.data import load_data  # noqa: E402
 from sentiment.engines import engine_module  # noqa: E402
-from sentiment.final_model import final_model_identity, member_config, select_candidates  # noqa: E402
+from sentiment.final_model import final_model_identity, fit_calibration, member_config, select_candidates  # noqa: E402
 from sentiment.metrics import classification_metrics  # noqa: E402
+from sentiment.serving import Calibration  # noqa: E402
 from sentiment.train import predict_proba  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def trial_scores(cfg, outcome) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Val (as the trial recorded it) and test accuracy of every completed trial's model."""
-    rows, test_probability = [], {}
+def trial_scores(cfg, outcome) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Val and test accuracy and AUC of every completed trial's model, and its test accuracy once
+    Platt-scaled on validation (what sweep.calibrate would do with it alone)."""
+    rows, probabilities = [], {}
     for trial in outcome.ranked:
         trial_cfg = member_config(cfg, trial)
         data = load_data(trial_cfg)
         model = tracking.load_keras_model(trial.run_id)
-        test_probability[trial.run_id] = predict_proba(model, data.x_test, trial_cfg.data.bucket_boundaries)
-        test = classification_metrics(data.y_test, test_probability[trial.run_id])["accuracy"]
-        rows.append({"trial": trial.trial_id, "val_accuracy": trial.val_metrics.get("val_accuracy"),
-                     "test_accuracy": test, **trial.params})
-        logging.info("trial %s: val %.4f test %.4f", trial.trial_id, rows[-1]["val_accuracy"], test)
-    return pd.DataFrame(rows), test_probability
+        val, test = (predict_proba(model, x, trial_cfg.data.bucket_boundaries) for x in (data.x_val, data.x_test))
+        probabilities[trial.run_id] = (val, test)
+        val_scores, test_scores = classification_metrics(data.y_val, val), classification_metrics(data.y_test, test)
+        rows.append({"trial": trial.trial_id, "val_accuracy": val_scores["accuracy"], "val_auc": val_scores["roc_auc"],
+                     "test_accuracy": test_scores["accuracy"], "test_auc": test_scores["roc_auc"],
+                     "test_accuracy_calibrated": calibrated_accuracy(data.y_val, val, data.y_test, test),
+                     **trial.params})
+        logging.info("trial %s: val %.4f test %.4f (calibrated %.4f)", trial.trial_id, rows[-1]["val_accuracy"],
+                     rows[-1]["test_accuracy"], rows[-1]["test_accuracy_calibrated"])
+    return pd.DataFrame(rows), probabilities
+
+
+def calibrated_accuracy(y_val, val, y_test, test) -> float:
+    """Test accuracy after Platt scaling fitted on the validation probabilities."""
+    scaling = Calibration(*fit_calibration(y_val, val))
+    return classification_metrics(y_test, np.asarray(scaling(test.astype("float32"))))["accuracy"]
 
 
 def by_choice(trials: pd.DataFrame, space) -> pd.DataFrame:
-    """Mean val and test accuracy per choice of each categorical dimension."""
+    """Mean val and test figures per choice of each categorical dimension."""
+    scores = ["val_accuracy", "val_auc", "test_accuracy", "test_accuracy_calibrated"]
     parts = []
     for name, spec in space.items():
         if spec.type == "categorical" and name in trials:
-            grouped = trials.groupby(name)[["val_accuracy", "test_accuracy"]].agg(["mean", "count"])
-            for choice, row in grouped.iterrows():
-                parts.append({"lever": name, "choice": choice, "trials": int(row[("val_accuracy", "count")]),
-                              "val_accuracy": row[("val_accuracy", "mean")],
-                              "test_accuracy": row[("test_accuracy", "mean")]})
+            for choice, group in trials.groupby(name):
+                parts.append({"lever": name, "choice": choice, "trials": len(group), **group[scores].mean().to_dict()})
     return pd.DataFrame(parts)
 
 
-def final_levers(cfg, outcome, test_probability: dict[str, np.ndarray], labels: np.ndarray) -> list[dict]:
+def final_levers(cfg, outcome, probabilities: dict[str, tuple[np.ndarray, np.ndarray]], y_val: np.ndarray,
+                 y_test: np.ndarray) -> list[dict]:
     """Best trial alone, the mean of the trial models (all candidates, and the members the sweep
-    chose), and the registered final model (refit or not)."""
+    chose), each at 0.5 and Platt-scaled on validation, and the registered final model."""
     candidates = select_candidates(cfg, outcome)
     version = registry.find_version(cfg.tracking.model_name, **final_model_identity(cfg, candidates))
     chosen = version.tags["member_run_ids"].split(",") if version is not None else []
-    accuracy = lambda run_ids: classification_metrics(  # noqa: E731
-        labels, np.mean([test_probability[run_id] for run_id in run_ids], axis=0))["accuracy"]
-    rows = [{"model": "best trial", "test_accuracy": accuracy([candidates[0].run_id])},
-            {"model": f"mean of the top {len(candidates)} trial models (all candidates)",
-             "test_accuracy": accuracy([c.run_id for c in candidates])}]
+
+    def row(name: str, run_ids: list[str]) -> dict:
+        val, test = (np.mean([probabilities[run_id][part] for run_id in run_ids], axis=0) for part in (0, 1))
+        return {"model": name, "val_accuracy": classification_metrics(y_val, val)["accuracy"],
+                "test_accuracy": classification_metrics(y_test, test)["accuracy"],
+                "test_auc": classification_metrics(y_test, test)["roc_auc"],
+                "test_accuracy_calibrated": calibrated_accuracy(y_val, val, y_test, test)}
+
+    rows = [row("best trial", [candidates[0].run_id]),
+            row(f"mean of the top {len(candidates)} trial models (all candidates)", [c.run_id for c in candidates])]
     if chosen:
-        rows.append({"model": f"mean of the {len(chosen)} chosen trial models, not refit",
-                     "test_accuracy": accuracy(chosen)})
+        rows.append(row(f"mean of the {len(chosen)} chosen trial models", chosen))
     if version is not None:
         rows.append({"model": f"registered v{version.version}: {version.tags.get('final_model')}",
                      "val_accuracy": float(version.tags["val_accuracy"]),
-                     "test_accuracy": float(version.tags["test_accuracy"])})
+                     "test_accuracy": float(version.tags["test_accuracy"]),
+                     "test_auc": float(version.tags["test_roc_auc"])})
     return rows
 
 
@@ -93,10 +109,10 @@ def main() -> None:
     outcome = engine_module(cfg).finished_outcome(cfg)
     if outcome is None:
         raise SystemExit(f"study {cfg.sweep.study_name} is not finished: run its sweep first")
-    trials, test_probability = trial_scores(cfg, outcome)
-    labels = load_data(cfg).y_test
+    trials, probabilities = trial_scores(cfg, outcome)
+    data = load_data(cfg)
     levers = by_choice(trials, cfg.sweep.space)
-    finals = final_levers(cfg, outcome, test_probability, labels)
+    finals = final_levers(cfg, outcome, probabilities, data.y_val, data.y_test)
     pd.set_option("display.width", 200)
     print(trials.round(4).to_string(index=False), "\n")
     print(levers.round(4).to_string(index=False), "\n")

@@ -239,8 +239,9 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _check(isinstance(sweep.refit, bool), "sweep.refit", sweep.refit, "true or false")
     _check(isinstance(sweep.calibrate, bool), "sweep.calibrate", sweep.calibrate, "true or false")
     if sweep.refit and sweep.calibrate:
-        raise ConfigError("sweep.refit=true and sweep.calibrate=true do not combine: calibration is fitted on "
-                          "validation reviews that refit models train on; set one of them to false")
+        raise ConfigError("sweep.refit=true does not combine with sweep.calibrate=true: calibration is fitted on "
+                          "validation reviews that refit models train on; set sweep.calibrate=false or "
+                          "sweep.refit=false")
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 

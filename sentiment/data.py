@@ -36,8 +36,9 @@ warnings.filterwarnings("ignore", message="Your input ran out of data")
 _MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/[^/]+\.txt$")
 _REVIEW_ID = re.compile(r"/(\d+)_\d+\.txt$")  # aclImdb names a review <id>_<rating>.txt
 # data.val_split=id_blocks: aclImdb numbers one movie's reviews consecutively (at most 30 per
-# movie), so whole blocks of ids go to validation and its movies are (nearly) never trained on,
-# as with the test movies. 250 ids per block; fewer on small data, keeping >= 50 blocks per class.
+# movie), so whole blocks of ids go to validation and their movies' reviews of that label are
+# never trained on, much as the test movies are not (pos and neg are numbered apart, so a movie's
+# reviews of the other label may be). 250 ids per block; fewer on small data, >= 50 blocks a label.
 VAL_BLOCK_IDS = 250
 MIN_VAL_BLOCKS = 50
 
@@ -325,6 +326,13 @@ def load_data(cfg: DictConfig) -> TokenizedData:
     data = tokenize(cfg)
     _write_cache(path, data)
     return data
+
+
+def data_for(variant: DictConfig, base: DictConfig, data: TokenizedData) -> TokenizedData:
+    """The arrays for `variant` (a trial's or a member's config): `base`'s `data` when they agree
+    on every token key, else its own (cached per data config: tokenized once per choice)."""
+    same_tokens = all(OmegaConf.select(variant, key) == OmegaConf.select(base, key) for key in TOKEN_KEYS)
+    return data if same_tokens else load_data(variant)
 
 
 def _read_cache(path: Path) -> TokenizedData | None:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import keras
 import mlflow
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
 from sentiment import tracking
-from sentiment.config import OBJECTIVE_DIRECTIONS, OBJECTIVE_METRICS, TOKEN_KEYS, apply_sample
-from sentiment.data import TokenizedData, load_data, make_vectorizer
+from sentiment.config import OBJECTIVE_DIRECTIONS, OBJECTIVE_METRICS, apply_sample
+from sentiment.data import TokenizedData, data_for, make_vectorizer
 from sentiment.metrics import classification_metrics
 from sentiment.model import calibrated, end_to_end, ensemble
 from sentiment.serving import Calibration
@@ -86,7 +86,7 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     """Score each candidate's trial model on validation, keep the best run of them from the top,
     then load (or refit) each member, score it on test once, and wrap all in one."""
     member_cfgs = [member_config(cfg, candidate) for candidate in candidates]
-    member_data = [data_for(cfg, member_cfg, data) for member_cfg in member_cfgs]
+    member_data = [data_for(member_cfg, cfg, data) for member_cfg in member_cfgs]
     trained = [tracking.load_keras_model(candidate.run_id) for candidate in candidates]
     val = [predict_proba(model, d.x_val, c.data.bucket_boundaries)
            for model, d, c in zip(trained, member_data, member_cfgs)]
@@ -125,12 +125,6 @@ def calibrate(final: FinalModel, y_val: np.ndarray) -> FinalModel:
     return FinalModel(final.candidates, final.members, calibrated(final.text_model, slope, intercept),
                       scale(final.val_probability), scale(final.test_probability), final.test_labels,
                       refit=final.refit, calibration=(slope, intercept))
-
-
-def data_for(cfg: DictConfig, member_cfg: DictConfig, data: TokenizedData) -> TokenizedData:
-    """The sweep's arrays, unless the member searched a token key (truncation, length, vocabulary)."""
-    same_tokens = all(OmegaConf.select(member_cfg, key) == OmegaConf.select(cfg, key) for key in TOKEN_KEYS)
-    return data if same_tokens else load_data(member_cfg)
 
 
 def refit_member(member_cfg: DictConfig, data: TokenizedData, member: BestTrial) -> keras.Model:

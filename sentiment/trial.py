@@ -15,8 +15,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
-from sentiment.config import OPERATIONAL_GROUPS, OPERATIONAL_KEYS, TOKEN_KEYS, apply_sample
-from sentiment.data import TokenizedData, load_data
+from sentiment.config import OPERATIONAL_GROUPS, OPERATIONAL_KEYS, apply_sample
+from sentiment.data import TokenizedData, data_for
 from sentiment.train import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
     has no active run and names the sweep's parent run instead.
     """
     trial_cfg = apply_sample(cfg, sample)
-    if set(sample) & set(TOKEN_KEYS):  # a searched truncation, length or vocabulary
-        data = load_data(trial_cfg)  # cached per data config: tokenized once per choice
+    data = data_for(trial_cfg, cfg, data)  # its own arrays if it searched truncation, length or vocabulary
     run = mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id,
                            tags={"role": "trial", **tags})
     try:

@@ -41,6 +41,9 @@ def test_overrides_beat_experiment_values():
     ("sweep.space.dropout.high=1.0", "sweep.space.dropout"),
     ("sweep.space.l2.low=-1", "sweep.space.l2"),
     ("data.val_fraction=1.5", "data.val_fraction"),
+    ("data.val_split=movies", "data.val_split"),
+    ("sweep.calibrate=maybe", "sweep.calibrate"),
+    ("sweep.refit=true", "sweep.calibrate=false"),  # calibration is fitted on what refit trains on
     ("train.max_epochs=0", "train.max_epochs"),
     ("sweep.direction=maximize", "sweep.direction"),
     ("data.trainsamples=10", "data.trainsamples"),

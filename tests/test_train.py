@@ -33,3 +33,24 @@ def test_refit_trains_on_train_plus_val_for_exactly_the_epochs_given(tiny_cfg):
     assert trial_batches.batches >= -(-n_train // batch) and refit_batches.batches >= -(-(n_train + n_val) // batch)
     assert refit_batches.batches > trial_batches.batches  # the validation reviews were trained on too
     assert model.count_params() == trained.model.count_params()
+
+
+def test_early_stopping_keeps_the_epoch_the_objective_prefers(tiny_cfg, monkeypatch):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    stoppers = []
+
+    class RecordedEarlyStopping(keras.callbacks.EarlyStopping):
+        def __init__(self, **kwargs):
+            stoppers.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(keras.callbacks, "EarlyStopping", RecordedEarlyStopping)
+    cfg = OmegaConf.merge(tiny_cfg, {"sweep": {"objective": "val_auc", "direction": "maximize"},
+                                     "train": {"max_epochs": 4, "early_stopping_patience": 4}})
+    result = train(cfg, load_data(cfg))
+    assert (stoppers[0]["monitor"], stoppers[0]["mode"]) == ("val_auc", "max")
+    aucs = result.history["val_auc"]
+    assert result.metrics["best_epoch"] == int(np.argmax(aucs)) + 1
+    assert abs(result.metrics["val_auc"] - max(aucs)) < 1e-4  # the restored weights are that epoch's
