@@ -1,4 +1,5 @@
-"""Promotion, rollback and predict against a real SQLite registry with tiny trained models."""
+"""Promotion, rollback and predict against a real SQLite registry with tiny trained models
+(predict's input handling without a registry: test_predict.py)."""
 
 import threading
 
@@ -9,8 +10,7 @@ from mlflow import MlflowClient
 from sentiment import registry
 from sentiment.cli import main
 from sentiment.config import load_config
-from sentiment.errors import PredictError, TrackingError
-from sentiment.predict import collect_reviews, decode_reviews
+from sentiment.errors import TrackingError
 from sentiment.promote import promote, rollback
 from tests.conftest import tiny_overrides
 
@@ -113,13 +113,6 @@ def test_promote_without_versions_says_run_sweep(imdb_dir, tmp_path, capsys):
     assert "make sweep" in capsys.readouterr().err
 
 
-def test_predict_with_no_champion_prints_a_hint(imdb_dir, tmp_path, capsys):
-    assert main(["predict", "--text", "great", *tiny_overrides(imdb_dir, tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "make promote" in err and "Traceback" not in err
-    assert len([line for line in err.splitlines() if "error" in line.lower()]) == 1
-
-
 def test_predict_prints_label_and_probability(registry_store, tmp_path, capsys):
     promote(load_config(registry_store), version="2", force=True)
     long_review = "great wonderful " * 5000
@@ -131,21 +124,6 @@ def test_predict_prints_label_and_probability(registry_store, tmp_path, capsys):
     for line in lines:
         label, probability, _ = line.split(maxsplit=2)
         assert label in {"positive", "negative"} and 0 <= float(probability) <= 1
-
-
-@pytest.mark.parametrize("raw, message", [
-    (b"", "no review text"),
-    (b"\n  \n", "no review text"),
-    (b"caf\xe9 au lait", "not UTF-8"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "binary"),
-])
-def test_bad_predict_input_gets_a_clear_message(raw, message):
-    with pytest.raises(PredictError, match=message):
-        collect_reviews([], None, raw)
-
-
-def test_predict_reads_one_review_per_line():
-    assert decode_reviews("good\n\nbad  \n".encode(), "x") == ["good", "bad"]
 
 
 @pytest.mark.integration
