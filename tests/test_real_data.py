@@ -24,6 +24,8 @@ def test_real_archive_small_sweep(tmp_path):
         "sweep.space.recurrent_dropout.high=0.01",
     ])
     result = run_sweep(cfg)
-    # 1,600 real reviews are enough to beat chance clearly, not to be good.
-    assert 0.55 <= result.outcome.best.val_metrics["val_accuracy"] <= 1.0
+    # 1,600 real reviews are enough to rank reviews clearly better than chance, not to be good.
+    # AUC, not accuracy: on movies it never trained on, an early model's offset from 0.5 can
+    # hide at the 0.5 threshold what it has learned.
+    assert 0.6 <= result.outcome.best.val_metrics["val_auc"] <= 1.0
     assert result.registered_version is not None
