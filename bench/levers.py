@@ -28,7 +28,6 @@ from sentiment.data import load_data  # noqa: E402
 from sentiment.engines import engine_module  # noqa: E402
 from sentiment.final_model import final_model_identity, fit_calibration, member_config, select_candidates  # noqa: E402
 from sentiment.metrics import classification_metrics  # noqa: E402
-from sentiment.serving import Calibration  # noqa: E402
 from sentiment.train import predict_proba  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -56,8 +55,7 @@ def trial_scores(cfg, outcome) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray
 
 def calibrated_accuracy(y_val, val, y_test, test) -> float:
     """Test accuracy after Platt scaling fitted on the validation probabilities."""
-    scaling = Calibration(*fit_calibration(y_val, val))
-    return classification_metrics(y_test, np.asarray(scaling(test.astype("float32"))))["accuracy"]
+    return classification_metrics(y_test, fit_calibration(y_val, val).scale(test))["accuracy"]
 
 
 def by_choice(trials: pd.DataFrame, space) -> pd.DataFrame:
@@ -81,9 +79,9 @@ def final_levers(cfg, outcome, probabilities: dict[str, tuple[np.ndarray, np.nda
 
     def row(name: str, run_ids: list[str]) -> dict:
         val, test = (np.mean([probabilities[run_id][part] for run_id in run_ids], axis=0) for part in (0, 1))
+        test_scores = classification_metrics(y_test, test)
         return {"model": name, "val_accuracy": classification_metrics(y_val, val)["accuracy"],
-                "test_accuracy": classification_metrics(y_test, test)["accuracy"],
-                "test_auc": classification_metrics(y_test, test)["roc_auc"],
+                "test_accuracy": test_scores["accuracy"], "test_auc": test_scores["roc_auc"],
                 "test_accuracy_calibrated": calibrated_accuracy(y_val, val, y_test, test)}
 
     rows = [row("best trial", [candidates[0].run_id]),

@@ -108,23 +108,21 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     return calibrate(final, data.y_val) if cfg.sweep.calibrate else final
 
 
-def fit_calibration(labels: np.ndarray, probability: np.ndarray) -> tuple[float, float]:
-    """Platt scaling: (slope, intercept) of a logistic regression of the labels on logit(probability)."""
+def fit_calibration(labels: np.ndarray, probability: np.ndarray) -> Calibration:
+    """Platt scaling: a logistic regression of the labels on logit(probability), as the layer."""
     p = np.clip(probability, Calibration.EPSILON, 1 - Calibration.EPSILON)
     fit = LogisticRegression(C=1e6).fit(np.log(p / (1 - p)).reshape(-1, 1), labels)  # C: ~no penalty
-    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    return Calibration(float(fit.coef_[0, 0]), float(fit.intercept_[0]), name="calibration")
 
 
 def calibrate(final: FinalModel, y_val: np.ndarray) -> FinalModel:
     """The final model Platt-scaled on its validation probabilities (2 parameters fitted on val, so
     its val score is slightly in-sample; test is untouched by the fit)."""
-    slope, intercept = fit_calibration(y_val, final.val_probability)
-    layer = Calibration(slope, intercept)
-    scale = lambda p: np.asarray(layer(p.astype("float32"))).astype("float64")  # noqa: E731
-    log.info("calibration on validation: slope %.3f, intercept %.3f", slope, intercept)
-    return FinalModel(final.candidates, final.members, calibrated(final.text_model, slope, intercept),
-                      scale(final.val_probability), scale(final.test_probability), final.test_labels,
-                      refit=final.refit, calibration=(slope, intercept))
+    layer = fit_calibration(y_val, final.val_probability)
+    log.info("calibration on validation: slope %.3f, intercept %.3f", layer.slope, layer.intercept)
+    return FinalModel(final.candidates, final.members, calibrated(final.text_model, layer),
+                      layer.scale(final.val_probability), layer.scale(final.test_probability), final.test_labels,
+                      refit=final.refit, calibration=(layer.slope, layer.intercept))
 
 
 def refit_member(member_cfg: DictConfig, data: TokenizedData, member: BestTrial) -> keras.Model:

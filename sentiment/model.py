@@ -76,8 +76,8 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
     return keras.Model(text, mean, name=f"review_sentiment_ensemble_{len(members)}")
 
 
-def calibrated(model: keras.Model, slope: float, intercept: float) -> keras.Model:
+def calibrated(model: keras.Model, calibration: Calibration) -> keras.Model:
     """The raw-text model with Platt scaling on its probability (serving.Calibration)."""
     text = keras.Input(shape=(1,), dtype="string", name="text")
-    probability = Calibration(slope, intercept, name="calibration")(model(text))
+    probability = calibration(model(text))
     return keras.Model(text, probability, name=f"{model.name}_calibrated")

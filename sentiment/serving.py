@@ -124,6 +124,10 @@ class Calibration(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def scale(self, probability: np.ndarray) -> np.ndarray:
+        """The layer on an array of probabilities, for scoring outside a model."""
+        return np.asarray(self(np.asarray(probability, dtype="float32"))).astype("float64")
+
     def get_config(self):
         return {**super().get_config(), "slope": self.slope, "intercept": self.intercept}
 

@@ -39,9 +39,10 @@ def test_calibration_undoes_a_decision_offset():
     truth = rng.uniform(0.02, 0.98, 20000)
     labels = (rng.uniform(size=truth.size) < truth).astype(int)
     shifted = 1 / (1 + np.exp(-(np.log(truth / (1 - truth)) - 1.5)))  # a model too ready to say negative
-    slope, intercept = fit_calibration(labels, shifted)
+    scaling = fit_calibration(labels, shifted)
+    slope, intercept = scaling.slope, scaling.intercept
     assert slope == pytest.approx(1.0, abs=0.1) and intercept == pytest.approx(1.5, abs=0.1)
-    fixed = np.asarray(Calibration(slope, intercept)(shifted.astype("float32")))
+    fixed = scaling.scale(shifted)
     assert fixed == pytest.approx(truth, abs=0.03)
     assert ((fixed >= 0.5) == labels).mean() > ((shifted >= 0.5) == labels).mean()
 
@@ -51,7 +52,7 @@ def test_a_calibrated_model_is_served_calibrated_after_saving(tiny_cfg, tmp_path
     vocabulary = ["", "[UNK]", "great", "awful", "film"]
     raw = end_to_end(build_model(tiny_cfg, vocab_size=len(vocabulary)), make_vectorizer(tiny_cfg.data, vocabulary))
     path = tmp_path / "model.keras"
-    calibrated(raw, slope=2.0, intercept=-0.5).save(path)
+    calibrated(raw, Calibration(2.0, -0.5)).save(path)
     reviews = ["great film", "awful awful film, not great", ""]
     expected = np.asarray(Calibration(2.0, -0.5)(raw(tf.constant(reviews)[:, tf.newaxis]))).reshape(-1)
     assert np.asarray(keras.models.load_model(path)(tf.constant(reviews)[:, tf.newaxis])).reshape(-1) \
