@@ -207,6 +207,8 @@ def _validate_train(cfg: DictConfig) -> None:
     _one_of(cfg, "train.lr_schedule", LR_SCHEDULES)
     patience = cfg.train.early_stopping_patience
     _check(_is_int(patience) and patience >= 0, "train.early_stopping_patience", patience, "an integer >= 0")
+    seed = cfg.train.seed
+    _check(seed is None or (_is_int(seed) and seed >= 0), "train.seed", seed, "null or an integer >= 0")
 
 
 OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize", "val_auc": "maximize"}
@@ -238,6 +240,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _positive_int(cfg, "sweep.ensemble_size")
     _check(isinstance(sweep.refit, bool), "sweep.refit", sweep.refit, "true or false")
     _check(isinstance(sweep.calibrate, bool), "sweep.calibrate", sweep.calibrate, "true or false")
+    _check(isinstance(sweep.seed_per_trial, bool), "sweep.seed_per_trial", sweep.seed_per_trial, "true or false")
     if sweep.refit and sweep.calibrate:
         raise ConfigError("sweep.refit=true does not combine with sweep.calibrate=true: calibration is fitted on "
                           "validation reviews that refit models train on; set sweep.calibrate=false or "

@@ -29,7 +29,7 @@ from sentiment.metrics import classification_metrics
 from sentiment.model import calibrated, end_to_end, ensemble
 from sentiment.serving import Calibration
 from sentiment.train import predict_proba, refit
-from sentiment.trial import BestTrial, EpochLog, SearchOutcome
+from sentiment.trial import BestTrial, EpochLog, SearchOutcome, trial_seed
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,10 @@ def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray], objectiv
 
 
 def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
-    """The sweep config with the member's sampled values: what it was trained (and tokenized) with."""
+    """The sweep config with the member's sampled values and seed: what it was trained (and tokenized) with."""
     space = cfg.sweep.space
-    return apply_sample(cfg, {space[name].key: value for name, value in member.params.items() if name in space})
+    sample = {space[name].key: value for name, value in member.params.items() if name in space}
+    return apply_sample(cfg, {**trial_seed(cfg, int(member.trial_id)), **sample})
 
 
 def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: TokenizedData) -> FinalModel:

@@ -94,7 +94,8 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         sample["train.max_epochs"] = int(budget)
         tags = {"keras_tuner.project": self.cfg.sweep.study_name, "keras_tuner.trial_id": trial.trial_id}
         try:
-            result, run_id = run_tracked_trial(self.cfg, self.data, sample, f"kt-trial-{trial.trial_id}", tags)
+            result, run_id = run_tracked_trial(self.cfg, self.data, sample, f"kt-trial-{trial.trial_id}", tags,
+                                              number=int(trial.trial_id))
         except Exception as err:
             raise kt.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
         self.run_ids[trial.trial_id] = run_id

@@ -127,7 +127,7 @@ class Objective:
                 self.cfg, self.data, sample, f"trial-{trial.number:03d}", tags,
                 callbacks=[KerasPruningCallback(trial, self.cfg.sweep.objective)],
                 on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-                parent_run_id=self.parent_run_id,
+                parent_run_id=self.parent_run_id, number=trial.number,
             )
         except Exception as err:
             if tracking.is_outage(err):  # no point training on without a place to record it

@@ -36,7 +36,7 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
                                             patience=cfg.train.early_stopping_patience, restore_best_weights=True)
     buckets = cfg.data.bucket_boundaries
     history = model.fit(
-        to_dataset(data.x_train, data.y_train, cfg.data.batch_size, shuffle_seed=cfg.seed, bucket_boundaries=buckets),
+        to_dataset(data.x_train, data.y_train, cfg.data.batch_size, shuffle_seed=init_seed(cfg), bucket_boundaries=buckets),
         validation_data=to_dataset(data.x_val, data.y_val, cfg.data.batch_size, bucket_boundaries=buckets),
         epochs=cfg.train.max_epochs,
         callbacks=[keras.callbacks.TerminateOnNaN(), stopper, *(callbacks or [])],
@@ -58,7 +58,7 @@ def refit(cfg: DictConfig, data: TokenizedData, epochs: int, callbacks: list | N
     y = np.concatenate([data.y_train, data.y_val])
     model = fresh_model(cfg, data, n_reviews=len(x))
     history = model.fit(
-        to_dataset(x, y, cfg.data.batch_size, shuffle_seed=cfg.seed, bucket_boundaries=cfg.data.bucket_boundaries),
+        to_dataset(x, y, cfg.data.batch_size, shuffle_seed=init_seed(cfg), bucket_boundaries=cfg.data.bucket_boundaries),
         epochs=epochs, callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])], shuffle=False, verbose=0,
     ).history
     _raise_if_diverged(history)
@@ -68,9 +68,15 @@ def refit(cfg: DictConfig, data: TokenizedData, epochs: int, callbacks: list | N
 def fresh_model(cfg: DictConfig, data: TokenizedData, n_reviews: int) -> keras.Model:
     """A new compiled model, seeded; n_reviews per epoch sizes the learning-rate schedule."""
     keras.backend.clear_session()  # trials must not accumulate graph state or layer names
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(init_seed(cfg))
     return build_model(cfg, vocab_size=len(data.vocabulary), embeddings=initial_embeddings(cfg, data),
                        steps_per_epoch=steps_per_epoch(cfg, n_reviews))
+
+
+def init_seed(cfg: DictConfig) -> int:
+    """The seed of the weight init and the shuffle order: train.seed, else the root seed (which
+    also fixes the data split, so trials with different init seeds share their reviews)."""
+    return cfg.seed if cfg.train.seed is None else int(cfg.train.seed)
 
 
 def initial_embeddings(cfg: DictConfig, data: TokenizedData) -> np.ndarray | None:

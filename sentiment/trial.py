@@ -74,19 +74,26 @@ class EpochLog(keras.callbacks.Callback):
         log.info("%s epoch %d: %s", self.label, epoch + 1, " ".join(shown))
 
 
+def trial_seed(cfg: DictConfig, number: int | None) -> dict[str, int]:
+    """Trial n's own init seed, seed + n, when sweep.seed_per_trial: trials that sample alike then
+    still differ, so the mean of the top ones gains (a shared seed made them near-copies)."""
+    return {"train.seed": cfg.seed + number} if number is not None and cfg.sweep.seed_per_trial else {}
+
+
 def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, Any], run_name: str,
                       tags: dict[str, str], callbacks: list | None = None,
                       on_start: Callable[[str], None] | None = None,
-                      parent_run_id: str | None = None) -> tuple[TrainResult, str]:
+                      parent_run_id: str | None = None, number: int | None = None) -> tuple[TrainResult, str]:
     """Train cfg with `sample` applied inside a run whose status tells what happened.
 
-    Inside a sweep it is nested under the sweep's run; `make train` calls it with no run active.
+    Inside a sweep it is nested under the sweep's run, and `number` is the trial's number in its
+    search (with sweep.seed_per_trial its init seed); `make train` calls it with no run active.
 
     Completed: FINISHED. Pruned (optuna.TrialPruned): KILLED, tagged pruned. Anything else:
     FAILED, tagged with the error, and re-raised for the engine to record. A worker process
     has no active run and names the sweep's parent run instead.
     """
-    trial_cfg = apply_sample(cfg, sample)
+    trial_cfg = apply_sample(cfg, {**trial_seed(cfg, number), **sample})
     data = data_for(trial_cfg, cfg, data)  # its own arrays if it searched truncation, length or vocabulary
     run = mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id,
                            tags={"role": "trial", **tags})

@@ -43,6 +43,8 @@ def test_overrides_beat_experiment_values():
     ("data.val_fraction=1.5", "data.val_fraction"),
     ("data.val_split=movies", "data.val_split"),
     ("sweep.calibrate=maybe", "sweep.calibrate"),
+    ("sweep.seed_per_trial=sometimes", "sweep.seed_per_trial"),
+    ("train.seed=-1", "train.seed"),
     ("sweep.refit=true", "sweep.calibrate=false"),  # calibration is fitted on what refit trains on
     ("train.max_epochs=0", "train.max_epochs"),
     ("sweep.direction=maximize", "sweep.direction"),

@@ -68,6 +68,7 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
         assert child.info.status == "FINISHED" and child.data.tags["state"] == "complete"
         assert int(child.data.params["model.units"]) == trial.params["units"]
         assert float(child.data.params["regularizer.l2"]) == pytest.approx(trial.params["l2"])
+        assert int(child.data.params["train.seed"]) == cfg.seed + trial.number  # sweep.seed_per_trial
         assert 0 <= child.data.metrics["best_val_accuracy"] <= 1
         history = client.get_metric_history(child.info.run_id, "val_loss")
         assert len(history) == child.data.metrics["epochs_trained"] >= 1
@@ -222,6 +223,7 @@ def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_mean(
     for run in refits:  # each trained for its trial's best epoch count, nothing held out
         trial = MlflowClient().get_run(run.data.tags["refit.of"])
         assert int(run.data.params["refit.epochs"]) == int(trial.data.metrics["best_epoch"])
+        assert run.data.params["train.seed"] == trial.data.params["train.seed"]  # the member, retrained
         assert "val_loss" not in run.data.metrics and "loss" in run.data.metrics
     # The registered model is the mean of the refit models, not of the trial models.
     from sentiment.data import make_vectorizer

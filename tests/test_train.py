@@ -54,3 +54,20 @@ def test_early_stopping_keeps_the_epoch_the_objective_prefers(tiny_cfg, monkeypa
     aucs = result.history["val_auc"]
     assert result.metrics["best_epoch"] == int(np.argmax(aucs)) + 1
     assert abs(result.metrics["val_auc"] - max(aucs)) < 1e-4  # the restored weights are that epoch's
+
+
+def test_train_seed_sets_the_initial_weights_and_null_falls_back_to_the_root_seed(tiny_cfg):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from sentiment.train import fresh_model
+
+    data = load_data(tiny_cfg)
+
+    def weights(**train):
+        cfg = OmegaConf.merge(tiny_cfg, {"train": train})
+        return np.concatenate([w.reshape(-1) for w in fresh_model(cfg, data, n_reviews=10).get_weights()])
+
+    root = weights(seed=None)
+    assert np.array_equal(root, weights(seed=tiny_cfg.seed))
+    assert not np.allclose(root, weights(seed=tiny_cfg.seed + 1))
