@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from omegaconf import DictConfig
 
 from sentiment.bench import machine_info, write_results
 from sentiment.data import load_test_reviews
+from sentiment.local_servers import ServerNotReady, free_port, wait_until_answers
 
 SCENARIOS = (  # name, concurrent clients, reviews per request
     ("single, sequential", 1, 1),
@@ -31,12 +31,6 @@ SCENARIOS = (  # name, concurrent clients, reviews per request
     ("batch of 100", 1, 100),
     ("batch of 1,000", 1, 1000),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_rss_mb(pid: int) -> float:
@@ -61,16 +55,11 @@ def _children(pid: int) -> list[int]:
 def start_server(overrides: list[str], port: int) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "sentiment", "serve", "--port", str(port), *overrides],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"`sentiment serve` exited with {process.returncode}: see `make serve`")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                return process
-        except requests.RequestException:  # not listening yet, or too busy starting to answer
-            time.sleep(1)
-    raise RuntimeError("the server did not answer /ping within 300 s")
+    try:
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", process, seconds=300)
+    except ServerNotReady as err:
+        raise RuntimeError(f"`sentiment serve` did not start ({err}): see `make serve`") from None
+    return process
 
 
 def run_scenario(url: str, reviews: list[str], clients: int, batch: int, seconds: float) -> dict:

@@ -7,33 +7,24 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import mlflow
 import psycopg
 import pytest
-import requests
 from mlflow import MlflowClient
 
 from sentiment import cli, registry
 from sentiment.access import server_launch
 from sentiment.config import load_config
 from sentiment.errors import ConfigError, TrackingError
+from sentiment.local_servers import ServerNotReady, free_port, wait_until_answers
 from sentiment.sweep import run_sweep
 from tests.conftest import tiny_overrides
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- unit: how the server is launched --------------------------------------------------------
@@ -83,7 +74,7 @@ class AuthServer:
         name = f"sentiment_test_{uuid.uuid4().hex[:10]}"
         self.databases = [name, f"{name}_users"]
         self.backend, self.artifacts, self.log = f"{POSTGRES}/{name}", tmp / "artifacts", tmp / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.passwords = {"admin": secrets.token_urlsafe(12), "trainer1": secrets.token_urlsafe(12),
                           "reader1": secrets.token_urlsafe(12)}
@@ -95,15 +86,12 @@ class AuthServer:
             [sys.executable, "-m", "sentiment", "server", "--auth", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", self.backend, "--artifacts-destination", str(self.artifacts)],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
-                    return self
-            except requests.RequestException:  # not listening yet, or busy starting up
-                time.sleep(1)
-        self.stop()  # no server process or database outlives a failed start
-        pytest.fail(f"the auth server did not start: {self.log.read_text()[-2000:]}")
+        try:
+            wait_until_answers(f"{self.url}/health", self.process, seconds=120)
+            return self
+        except ServerNotReady as err:
+            self.stop()  # no server process or database outlives a failed start
+            pytest.fail(f"the auth server did not start ({err}): {self.log.read_text()[-2000:]}")
 
     def stop(self):
         import signal

@@ -14,17 +14,16 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-import requests
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from sentiment import tracking
 from sentiment.config import load_config
 from sentiment.errors import TrackingError
+from sentiment.local_servers import free_port, wait_until_answers
 from sentiment.storage import create_database_if_missing, make_storage
 from sentiment.sweep import run_sweep
 from tests.conftest import tiny_overrides
-from tests.test_serve import _free_port
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 
@@ -58,7 +57,7 @@ class MlflowServer:
     """`mlflow server` on a free loopback port; can be stopped and started again on that port."""
 
     def __init__(self, backend: str, artifacts: Path):
-        self.backend, self.artifacts, self.port = backend, artifacts, _free_port()
+        self.backend, self.artifacts, self.port = backend, artifacts, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
 
@@ -69,14 +68,8 @@ class MlflowServer:
              "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
-                    return self
-            except requests.RequestException:  # not listening yet, or too busy starting to answer
-                time.sleep(1)
-        pytest.fail(f"mlflow server on {self.backend} did not start (exit code {self.process.poll()})")
+        wait_until_answers(f"{self.url}/health", self.process, seconds=120)
+        return self
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:

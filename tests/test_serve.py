@@ -1,10 +1,8 @@
 """`mlflow models serve` of @champion answers raw review text over HTTP."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -12,29 +10,10 @@ import pytest
 import requests
 
 from sentiment.config import load_config
+from sentiment.local_servers import ServerNotReady, free_port, wait_until_answers
 from sentiment.promote import promote
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, server: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"server exited early:\n{server.stdout.read()}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or too busy starting to answer
-            pass
-        time.sleep(1)
-    pytest.fail("server did not answer /ping in time")
 
 
 def test_served_model_code_needs_nothing_from_the_repo(registry_store):
@@ -53,7 +32,7 @@ def server(registry_store, tmp_path_factory):
     """`sentiment serve` (what `make serve` runs) on @champion = v2, once for the whole module."""
     cfg = load_config(registry_store)
     promote(cfg, version="2", force=True)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "sentiment", "serve", "--port", str(port), *registry_store],
         cwd=tmp_path_factory.mktemp("serve"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -61,8 +40,10 @@ def server(registry_store, tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        wait_until_answers(f"{url}/ping", process)
         yield url
+    except ServerNotReady as err:
+        pytest.fail(f"{err}:\n{process.stdout.read() if process.poll() is not None else ''}")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, 15)

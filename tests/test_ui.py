@@ -4,18 +4,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
-import requests
 
 from sentiment import tracking
 from sentiment.config import load_config
+from sentiment.local_servers import free_port, wait_until_answers
 from sentiment.sweep import run_sweep
 from tests.conftest import STRONG_STUDY
-from tests.test_serve import _free_port
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 
@@ -33,7 +31,7 @@ def mlflow_ui(registry_store, tmp_path):
     for extra in ([], ["sweep.n_trials=2"]):
         run_sweep(load_config(strong + extra))
     cfg = load_config(registry_store)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [Path(sys.executable).with_name("mlflow"), "ui", "--backend-store-uri", cfg.tracking.uri,
          "--host", "127.0.0.1", "--port", str(port)],
@@ -41,15 +39,7 @@ def mlflow_ui(registry_store, tmp_path):
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                break
-        except requests.RequestException:  # not listening yet, or too busy starting to answer
-            time.sleep(1)
-    else:
-        pytest.fail("mlflow ui did not start")
+    wait_until_answers(f"{url}/health", server, seconds=120)
     yield url, cfg
     os.killpg(server.pid, 15)
     server.wait(timeout=30)
@@ -118,23 +108,16 @@ def test_make_ui_opens_the_store_the_config_names(registry_store, tmp_path):
     """`make ui ARGS="tracking.uri=..."`: the printed URL has that store's experiment id."""
     cfg = load_config(registry_store)
     experiment_id = tracking.connect(cfg.tracking)
-    port = _free_port()
+    port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "sentiment", "ui", "--port", str(port), *registry_store],
                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)
     try:
         first = next(line.strip() for line in ui.stdout if line.startswith("runs table:"))
         assert first == f"runs table: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        deadline, reply = time.monotonic() + 120, None
-        while time.monotonic() < deadline:
-            try:
-                reply = requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get",
-                                     params={"experiment_id": experiment_id}, timeout=2)
-                if reply.ok:
-                    break
-            except requests.RequestException:  # not listening yet, or too busy starting to answer
-                time.sleep(1)
-        assert reply is not None and reply.json()["experiment"]["name"] == cfg.tracking.experiment
+        reply = wait_until_answers(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get", ui, seconds=120,
+                                   params={"experiment_id": experiment_id})
+        assert reply.json()["experiment"]["name"] == cfg.tracking.experiment
     finally:
         os.killpg(ui.pid, 15)
         ui.wait(timeout=30)
