@@ -22,7 +22,7 @@ def test_race_curve_comes_from_finished_trials(imdb_dir, tmp_path):
     assert len(curve) == result["trials"]["complete"] == 3
     seconds, best = zip(*curve)
     assert list(seconds) == sorted(seconds) and 0 < seconds[0] <= result["wall_s"]
-    assert list(best) == sorted(best) and best[-1] == result["best_val_accuracy"]
+    assert list(best) == sorted(best) and best[-1] == pytest.approx(result["best_val_accuracy"], abs=1e-4)  # curve: 4 digits
     assert result["time_to"] == {"0.00": seconds[0], "1.01": None}
     assert 0 <= result["test_accuracy_of_registered"] <= 1  # the best trial, scored on test once
     assert result["trials"]["epochs_trained"] >= 3
