@@ -43,7 +43,7 @@ class FinalModel:
     test_probability: np.ndarray       # on the test split: computed once, after selection
     test_labels: np.ndarray
     refit: bool = False                # members retrained on train+val (their val score is in-sample)
-    calibration: tuple[float, float] | None = None  # (slope, intercept) fitted on val, applied to both
+    calibration: Calibration | None = None  # the Platt scaling fitted on val (inside text_model too)
 
     @property
     def kind(self) -> str:
@@ -51,7 +51,7 @@ class FinalModel:
         kind = "best trial" if n == 1 else f"mean of the top {n} trials"
         if of > 1:
             kind += f" (of {of} candidates)"
-        if self.calibration:
+        if self.calibration is not None:
             kind += ", calibrated on validation"
         return f"{kind}, refit on train+val" if self.refit else kind
 
@@ -123,7 +123,7 @@ def calibrate(final: FinalModel, y_val: np.ndarray) -> FinalModel:
     log.info("calibration on validation: slope %.3f, intercept %.3f", layer.slope, layer.intercept)
     return FinalModel(final.candidates, final.members, calibrated(final.text_model, layer),
                       layer.scale(final.val_probability), layer.scale(final.test_probability), final.test_labels,
-                      refit=final.refit, calibration=(layer.slope, layer.intercept))
+                      refit=final.refit, calibration=layer)
 
 
 def refit_member(member_cfg: DictConfig, data: TokenizedData, member: BestTrial) -> keras.Model:

@@ -175,8 +175,7 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, 
 def calibration_tags(final: FinalModel) -> dict[str, float]:
     if final.calibration is None:
         return {}
-    slope, intercept = final.calibration
-    return {"calibration_slope": slope, "calibration_intercept": intercept}
+    return {"calibration_slope": final.calibration.slope, "calibration_intercept": final.calibration.intercept}
 
 
 def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str, data: TokenizedData) -> Evaluation:
