@@ -84,7 +84,8 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         if self.deadline and time.monotonic() > self.deadline:
-            # sweep.timeout as in Optuna: no new trial starts; the oracle stops at its trial count.
+            # sweep.timeout as in Optuna: no new trial starts (a running one stopped at its next
+            # epoch end, trial.StopAtDeadline); the oracle stops at its trial count.
             self.oracle.max_trials = len(self.oracle.trials)
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
@@ -95,7 +96,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         tags = {"keras_tuner.project": self.cfg.sweep.study_name, "keras_tuner.trial_id": trial.trial_id}
         try:
             result, run_id = run_tracked_trial(self.cfg, self.data, sample, f"kt-trial-{trial.trial_id}", tags,
-                                              number=int(trial.trial_id))
+                                              number=int(trial.trial_id), deadline=self.deadline)
         except Exception as err:
             raise kt.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
         self.run_ids[trial.trial_id] = run_id

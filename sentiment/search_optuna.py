@@ -109,10 +109,12 @@ def reconcile(cfg: DictConfig, study: optuna.Study) -> None:
 class Objective:
     """Trains one sampled config per trial; the value is the configured val metric."""
 
-    def __init__(self, cfg: DictConfig, data: TokenizedData, parent_run_id: str | None = None):
+    def __init__(self, cfg: DictConfig, data: TokenizedData, parent_run_id: str | None = None,
+                 deadline: float | None = None):
         self.cfg = cfg
         self.data = data
         self.parent_run_id = parent_run_id
+        self.deadline = deadline  # sweep.timeout as time.monotonic(): a running trial stops at it too
         self.tracking_error: Exception | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -127,7 +129,7 @@ class Objective:
                 self.cfg, self.data, sample, f"trial-{trial.number:03d}", tags,
                 callbacks=[KerasPruningCallback(trial, self.cfg.sweep.objective)],
                 on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-                parent_run_id=self.parent_run_id, number=trial.number,
+                parent_run_id=self.parent_run_id, number=trial.number, deadline=self.deadline,
             )
         except Exception as err:
             if tracking.is_outage(err):  # no point training on without a place to record it
@@ -157,7 +159,7 @@ def run_trials(cfg: DictConfig, data: TokenizedData, parent_run_id: str | None =
     """
     study = open_study(cfg)
     deadline = time.monotonic() + cfg.sweep.timeout if cfg.sweep.timeout else None
-    objective = Objective(cfg, data, parent_run_id)
+    objective = Objective(cfg, data, parent_run_id, deadline)
     reconcile(cfg, study)
     _optimize(cfg, study, objective, deadline, show_progress=worker == 0)
     while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,6 +75,23 @@ class EpochLog(keras.callbacks.Callback):
         log.info("%s epoch %d: %s", self.label, epoch + 1, " ".join(shown))
 
 
+class StopAtDeadline(keras.callbacks.Callback):
+    """Ends training at the first epoch end past the sweep's deadline (sweep.timeout). Engines
+    start no trial after it, but a slow trial that started just before would otherwise run all
+    its epochs past it; stopped here, early stopping still restores its best epoch, so it is an
+    honest complete trial with fewer epochs."""
+
+    def __init__(self, deadline: float | None):
+        super().__init__()
+        self.deadline = deadline  # time.monotonic() value; None: no timeout
+        self.stopped_after: int | None = None  # epochs trained when the deadline stopped it
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline and not self.model.stop_training:
+            self.stopped_after = epoch + 1
+            self.model.stop_training = True
+
+
 def trial_seed(cfg: DictConfig, number: int | None) -> dict[str, int]:
     """Trial n's own init seed, seed + n, when sweep.seed_per_trial: trials that sample alike then
     still differ, so the mean of the top ones gains (a shared seed made them near-copies)."""
@@ -83,11 +101,13 @@ def trial_seed(cfg: DictConfig, number: int | None) -> dict[str, int]:
 def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, Any], run_name: str,
                       tags: dict[str, str], callbacks: list | None = None,
                       on_start: Callable[[str], None] | None = None,
-                      parent_run_id: str | None = None, number: int | None = None) -> tuple[TrainResult, str]:
+                      parent_run_id: str | None = None, number: int | None = None,
+                      deadline: float | None = None) -> tuple[TrainResult, str]:
     """Train cfg with `sample` applied inside a run whose status tells what happened.
 
     Inside a sweep it is nested under the sweep's run, and `number` is the trial's number in its
     search (with sweep.seed_per_trial its init seed); `make train` calls it with no run active.
+    Past `deadline` (the sweep's, time.monotonic()) it trains no further epoch (StopAtDeadline).
 
     Completed: FINISHED. Pruned (optuna.TrialPruned): KILLED, tagged pruned. Anything else:
     FAILED, tagged with the error, and re-raised for the engine to record. A worker process
@@ -102,8 +122,9 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
             on_start(run.info.run_id)
         mlflow.log_params(tracking.config_params(trial_cfg))
         # Metrics first: the epoch that gets a trial pruned must still be on record.
+        stopper = StopAtDeadline(deadline)
         result = train(trial_cfg, data,
-                       callbacks=[tracking.EpochMetricsCallback(), EpochLog(run_name), *(callbacks or [])])
+                       callbacks=[tracking.EpochMetricsCallback(), EpochLog(run_name), *(callbacks or []), stopper])
     except optuna.TrialPruned as pruned:
         tracking.end_run("KILLED", {"state": "pruned", "pruned": "true", "pruned_reason": str(pruned)})
         raise
@@ -111,6 +132,9 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
         tracking.end_run("FAILED", {"state": "failed", "error": f"{type(err).__name__}: {err}"[:5000]})
         raise
     mlflow.log_metrics(final_metrics(result.metrics))
+    if stopper.stopped_after is not None:
+        log.info("%s: sweep.timeout passed, stopped after epoch %d", run_name, stopper.stopped_after)
+        mlflow.set_tag("stopped_by", "sweep.timeout")
     tracking.log_keras_model(result.model)
     tracking.end_run("FINISHED", {"state": "complete"})
     return result, run.info.run_id

@@ -1,5 +1,6 @@
 """Sweeps into a temporary SQLite MLflow store, checked against what the store really holds."""
 
+import time
 
 import mlflow
 import numpy as np
@@ -172,12 +173,24 @@ def test_changed_search_space_refuses_to_resume(swept):
         run_sweep(load_config(tiny_overrides_from(cfg) + ["model.dense_units=8"]))
 
 
-def _run_objective(cfg, pruner, n_trials=1):
+def _run_objective(cfg, pruner, n_trials=1, deadline=None):
     tracking.connect(cfg.tracking)
     study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.TPESampler(seed=0))
     with mlflow.start_run() as parent:
-        study.optimize(Objective(cfg, load_data(cfg)), n_trials=n_trials, catch=(Exception,))
+        study.optimize(Objective(cfg, load_data(cfg), deadline=deadline), n_trials=n_trials, catch=(Exception,))
     return study, _children(parent.info.run_id)
+
+
+def test_a_trial_running_past_the_sweep_timeout_stops_at_its_next_epoch_end(tiny_cfg):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(tiny_cfg, {"train": {"max_epochs": 4, "early_stopping_patience": 4}})
+    _, (on_time,) = _run_objective(cfg, optuna.pruners.NopPruner())
+    study, (late,) = _run_objective(cfg, optuna.pruners.NopPruner(), deadline=time.monotonic())
+    assert on_time.data.metrics["epochs_trained"] == 4 and "stopped_by" not in on_time.data.tags
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE  # a complete trial, only shorter
+    assert late.data.metrics["epochs_trained"] == 1 and late.data.tags["stopped_by"] == "sweep.timeout"
+    assert late.info.status == "FINISHED" and study.trials[0].value == late.data.metrics["best_val_loss"]
 
 
 def test_pruned_trial_shows_as_pruned(tiny_cfg):
