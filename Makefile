@@ -80,7 +80,7 @@ test: $(STAMP) $(CHROMEDRIVER) ## the whole test suite, as CI runs it (tiny gene
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
 test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser (under a minute)
-	$(BIN)/python -m pytest -q -m "not sweeps and not slow and not integration" $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not sweeps and not slow and not integration" $(ARGS)
 
 bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s)
 	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),)

@@ -106,14 +106,23 @@ def registry_store(tmp_path_factory, imdb_dir):
     return base
 
 
-# Test files that open many PostgreSQL connections (server processes with connection pools):
-# run in one process, one after the other, so two of them never exhaust the server's
-# max_connections together. Every other file is a group of its own (its fixtures stay in one
-# process). `make test` runs pytest with --dist loadgroup.
-POSTGRESQL_FILES = {"test_access", "test_faults"}
+# Tests that open many PostgreSQL connections (server processes with connection pools) run in
+# one process, one after the other, so two of them never exhaust the server's max_connections
+# together: test_access (its module fixtures serve a server on PostgreSQL) and every test that
+# asks for fresh PostgreSQL databases. The other fault tests share nothing, so each is a group
+# of its own and the two workers balance them; every other file is one group (its module
+# fixtures stay in one process). `make test` runs pytest with --dist loadgroup.
+POSTGRESQL_FILES = {"test_access"}
+INDEPENDENT_FILES = {"test_faults"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group("postgresql" if module in POSTGRESQL_FILES else module))
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+
+
+def _xdist_group(item) -> str:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if module in POSTGRESQL_FILES or "postgres_databases" in item.fixturenames:
+        return "postgresql"
+    return item.name if module in INDEPENDENT_FILES else module
