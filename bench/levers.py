@@ -31,6 +31,7 @@ from sentiment.metrics import classification_metrics  # noqa: E402
 from sentiment.train import predict_proba  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TOP_K = (10, 20)  # mean-of-top-k rows beyond the sweep's own candidates
 
 
 def trial_scores(cfg, outcome) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -86,6 +87,10 @@ def final_levers(cfg, outcome, probabilities: dict[str, tuple[np.ndarray, np.nda
 
     rows = [row("best trial", [candidates[0].run_id]),
             row(f"mean of the top {len(candidates)} trial models (all candidates)", [c.run_id for c in candidates])]
+    # Larger means than the sweep's candidates: would a bigger sweep.ensemble_size pay? (An
+    # analysis: the sweep picks its members on validation alone.)
+    ranked = [trial.run_id for trial in outcome.ranked]
+    rows += [row(f"mean of the top {k} trial models", ranked[:k]) for k in TOP_K if len(candidates) < k <= len(ranked)]
     if chosen:
         rows.append(row(f"mean of the {len(chosen)} chosen trial models", chosen))
     if version is not None:
