@@ -112,8 +112,9 @@ def registry_store(tmp_path_factory, imdb_dir):
 # asks for fresh PostgreSQL databases. The other fault tests share nothing, so each is a group
 # of its own and the two workers balance them; every other file is one group (its module
 # fixtures stay in one process). `make test` runs pytest with --dist loadgroup.
-# Known gap: xdist does not apply these groups yet (its nodeids carry no @group suffix, so each
-# test is scheduled on its own and module fixtures can be rebuilt); to be fixed.
+# Known gap: these groups do not apply yet. pytest-xdist 3.8 marks a group by assigning
+# item._nodeid, which pytest 9 no longer reads (nodeid comes from item._id), so each test is
+# scheduled on its own and module fixtures can be rebuilt; to be fixed.
 POSTGRESQL_FILES = {"test_access"}
 INDEPENDENT_FILES = {"test_faults"}
 
