@@ -111,14 +111,13 @@ def registry_store(tmp_path_factory, imdb_dir):
 # together: test_access (its module fixtures serve a server on PostgreSQL) and every test that
 # asks for fresh PostgreSQL databases. The other fault tests share nothing, so each is a group
 # of its own and the two workers balance them; every other file is one group (its module
-# fixtures stay in one process). `make test` runs pytest with --dist loadgroup.
-# Known gap: these groups do not apply yet. pytest-xdist 3.8 marks a group by assigning
-# item._nodeid, which pytest 9 no longer reads (nodeid comes from item._id), so each test is
-# scheduled on its own and module fixtures can be rebuilt; to be fixed.
+# fixtures stay in one process). `make test` runs pytest with --dist loadgroup; pyproject.toml
+# keeps pytest below 9.2, which ignores the group suffix xdist adds to node ids.
 POSTGRESQL_FILES = {"test_access"}
 INDEPENDENT_FILES = {"test_faults"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into node id suffixes
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
