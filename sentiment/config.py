@@ -241,10 +241,6 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _check(isinstance(sweep.refit, bool), "sweep.refit", sweep.refit, "true or false")
     _check(isinstance(sweep.calibrate, bool), "sweep.calibrate", sweep.calibrate, "true or false")
     _check(isinstance(sweep.seed_per_trial, bool), "sweep.seed_per_trial", sweep.seed_per_trial, "true or false")
-    if sweep.refit and sweep.calibrate:
-        raise ConfigError("sweep.refit=true does not combine with sweep.calibrate=true: calibration is fitted on "
-                          "validation reviews that refit models train on; set sweep.calibrate=false or "
-                          "sweep.refit=false")
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 

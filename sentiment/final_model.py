@@ -7,6 +7,9 @@ whose mean scores best on that objective (a weak tail does not dilute a strong h
 With sweep.calibrate, the mean's probability is Platt-scaled on validation (serving.Calibration):
 on movies it never trained on, a model's decision offset drifts from 0.5, and the movie-disjoint
 validation split (data.val_split=id_blocks) measures that drift as the test movies will show it.
+Refit members have trained on the validation reviews, so their scaling is the one fitted on their
+trial models' validation probabilities: the same recipe's drift on unseen movies, measured out of
+sample, carried over to the recipe trained on a quarter more reviews.
 The result is one raw-text Keras model (vectorizer inside), so serving and `make predict` stay
 the same for one member or more.
 """
@@ -43,7 +46,7 @@ class FinalModel:
     test_probability: np.ndarray       # on the test split: computed once, after selection
     test_labels: np.ndarray
     refit: bool = False                # members retrained on train+val (their val score is in-sample)
-    calibration: Calibration | None = None  # the Platt scaling fitted on val (inside text_model too)
+    calibration: Calibration | None = None  # the Platt scaling fitted on val_probability (inside text_model too)
 
     @property
     def kind(self) -> str:
@@ -51,9 +54,11 @@ class FinalModel:
         kind = "best trial" if n == 1 else f"mean of the top {n} trials"
         if of > 1:
             kind += f" (of {of} candidates)"
+        if self.refit:
+            kind += ", refit on train+val"
         if self.calibration is not None:
             kind += ", calibrated on validation"
-        return f"{kind}, refit on train+val" if self.refit else kind
+        return kind
 
 
 def select_candidates(cfg: DictConfig, outcome: SearchOutcome) -> list[BestTrial]:
@@ -117,8 +122,9 @@ def fit_calibration(labels: np.ndarray, probability: np.ndarray) -> Calibration:
 
 
 def calibrate(final: FinalModel, y_val: np.ndarray) -> FinalModel:
-    """The final model Platt-scaled on its validation probabilities (2 parameters fitted on val, so
-    its val score is slightly in-sample; test is untouched by the fit)."""
+    """The final model Platt-scaled on its validation probabilities, which are always the trial
+    models' (2 parameters fitted on val, so its val score is slightly in-sample; test is untouched
+    by the fit; refit members get the scaling of their trial models)."""
     layer = fit_calibration(y_val, final.val_probability)
     log.info("calibration on validation: slope %.3f, intercept %.3f", layer.slope, layer.intercept)
     return FinalModel(final.candidates, final.members, calibrated(final.text_model, layer),

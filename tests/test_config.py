@@ -45,7 +45,6 @@ def test_overrides_beat_experiment_values():
     ("sweep.calibrate=maybe", "sweep.calibrate"),
     ("sweep.seed_per_trial=sometimes", "sweep.seed_per_trial"),
     ("train.seed=-1", "train.seed"),
-    ("sweep.refit=true", "sweep.calibrate=false"),  # calibration is fitted on what refit trains on
     ("train.max_epochs=0", "train.max_epochs"),
     ("sweep.direction=maximize", "sweep.direction"),
     ("data.trainsamples=10", "data.trainsamples"),

@@ -223,13 +223,14 @@ def test_unreachable_tracking_server_fails_before_training(imdb_dir, tmp_path, m
         run_sweep(cfg)
 
 
-def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_mean(imdb_dir, tmp_path):
+def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_calibrated_mean(imdb_dir, tmp_path):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=ensemble", "sweep.refit=true",
-                                                            "sweep.calibrate=false", "sweep.baseline=false"])
+                                                            "sweep.baseline=false"])
     result = run_sweep(cfg)
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
     members = version.tags["member_run_ids"].split(",")
-    assert version.tags["refit"] == "true" and version.tags["final_model"].endswith("refit on train+val")
+    assert version.tags["refit"] == "true"
+    assert version.tags["final_model"].endswith("refit on train+val, calibrated on validation")
     refits = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                 filter_string="tags.role = 'refit'")
     assert sorted(run.data.tags["refit.of"] for run in refits) == sorted(members)
@@ -238,17 +239,26 @@ def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_mean(
         assert int(run.data.params["refit.epochs"]) == int(trial.data.metrics["best_epoch"])
         assert run.data.params["train.seed"] == trial.data.params["train.seed"]  # the member, retrained
         assert "val_loss" not in run.data.metrics and "loss" in run.data.metrics
-    # The registered model is the mean of the refit models, not of the trial models.
+    # The registered model is the mean of the refit models, not of the trial models, scaled as
+    # Platt scaling fitted on the trial models' validation probabilities (the refit ones saw val).
     from sentiment.data import make_vectorizer
+    from sentiment.final_model import fit_calibration
     from sentiment.model import end_to_end
+    from sentiment.train import predict_proba
 
+    data = load_data(cfg)
+    trial_val = np.mean([predict_proba(tracking.load_keras_model(run_id), data.x_val, cfg.data.bucket_boundaries)
+                         for run_id in members], axis=0)
+    scaling = fit_calibration(data.y_val, trial_val)
+    assert float(version.tags["calibration_slope"]) == pytest.approx(scaling.slope, rel=1e-4)
+    assert float(version.tags["calibration_intercept"]) == pytest.approx(scaling.intercept, rel=1e-4, abs=1e-6)
     reviews = ["great wonderful<br />film", "awful boring mess"]
     served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
     got = served.predict(pd.DataFrame({"text": reviews}))["probability"].to_numpy()
-    text, vectorizer = tf.constant(reviews)[:, tf.newaxis], make_vectorizer(cfg.data, load_data(cfg).vocabulary)
+    text, vectorizer = tf.constant(reviews)[:, tf.newaxis], make_vectorizer(cfg.data, data.vocabulary)
     each = [np.asarray(end_to_end(tracking.load_keras_model(run.info.run_id), vectorizer)(text)).reshape(-1)
             for run in refits]
-    assert got == pytest.approx(np.mean(each, axis=0), abs=1e-5)
+    assert got == pytest.approx(scaling.scale(np.mean(each, axis=0)), abs=1e-5)
     # Re-run: the study and its refit version are complete, so nothing is trained again.
     assert run_sweep(cfg).registered_version == result.registered_version
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list",
