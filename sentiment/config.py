@@ -231,9 +231,6 @@ def _validate_sweep(cfg: DictConfig) -> None:
            "sweep.timeout", sweep.timeout, "null or a number of seconds > 0")
     _check(sweep.objective in OBJECTIVE_DIRECTIONS, "sweep.objective", sweep.objective,
            " or ".join(OBJECTIVE_DIRECTIONS))
-    expected = OBJECTIVE_DIRECTIONS.get(sweep.objective)
-    _check(sweep.direction == expected, "sweep.direction", sweep.direction,
-           f"{expected!r} for objective {sweep.objective}")
     _check(bool(sweep.study_name), "sweep.study_name", sweep.study_name, "a non-empty name")
     _one_of(cfg, "sweep.final", FINAL_MODELS)
     _positive_int(cfg, "sweep.warm_start_k")

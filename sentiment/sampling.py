@@ -78,7 +78,7 @@ def make_sampler(cfg: DictConfig) -> TrialSeededSampler:
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     """Optuna's own pruners; the resource is the epoch (reported once per epoch)."""
     pruner, max_epochs = cfg.sweep.pruner, cfg.train.max_epochs
-    if not pruner.enabled or pruner.kind == "none":
+    if pruner.kind == "none":
         return optuna.pruners.NopPruner()
     if pruner.kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=pruner.n_startup_trials,

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
 from sentiment import report, tracking
+from sentiment.config import OBJECTIVE_DIRECTIONS
 from sentiment.data import TokenizedData
 from sentiment.errors import ConfigError, TrackingError
 from sentiment.recovery import fail_dead_trials, record_worker
@@ -44,7 +45,7 @@ def open_study(cfg: DictConfig) -> optuna.Study:
     study = optuna.create_study(
         study_name=sweep.study_name,
         storage=make_storage(sweep, on_stale_trial=_on_dead_worker),
-        direction=sweep.direction,
+        direction=OBJECTIVE_DIRECTIONS[sweep.objective],
         sampler=make_sampler(cfg),  # seeded per trial number: resumes and workers never repeat a sample
         pruner=make_pruner(cfg),
         load_if_exists=True,

@@ -46,7 +46,6 @@ def test_overrides_beat_experiment_values():
     ("sweep.seed_per_trial=sometimes", "sweep.seed_per_trial"),
     ("train.seed=-1", "train.seed"),
     ("train.max_epochs=0", "train.max_epochs"),
-    ("sweep.direction=maximize", "sweep.direction"),
     ("data.trainsamples=10", "data.trainsamples"),
 ])
 def test_bad_values_fail_naming_the_key(override, key):

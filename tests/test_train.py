@@ -47,7 +47,7 @@ def test_early_stopping_keeps_the_epoch_the_objective_prefers(tiny_cfg, monkeypa
             super().__init__(**kwargs)
 
     monkeypatch.setattr(keras.callbacks, "EarlyStopping", RecordedEarlyStopping)
-    cfg = OmegaConf.merge(tiny_cfg, {"sweep": {"objective": "val_auc", "direction": "maximize"},
+    cfg = OmegaConf.merge(tiny_cfg, {"sweep": {"objective": "val_auc"},
                                      "train": {"max_epochs": 4, "early_stopping_patience": 4}})
     result = train(cfg, load_data(cfg))
     assert (stoppers[0]["monitor"], stoppers[0]["mode"]) == ("val_auc", "max")
