@@ -1,5 +1,4 @@
 import itertools
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -90,22 +89,6 @@ def test_every_pooling_builds_and_padding_does_not_change_the_answer(tiny_cfg, p
     short = np.array([[5, 6, 7]], dtype="int32")
     padded = np.array([[5, 6, 7, 0, 0, 0]], dtype="int32")
     assert model.predict(short, verbose=0) == pytest.approx(model.predict(padded, verbose=0), abs=1e-6)
-
-
-def test_word2vec_vectors_initialise_the_embedding_and_are_cached(tiny_cfg):
-    from sentiment.data import load_data
-    from sentiment.embeddings import embedding_matrix
-
-    cfg = apply_sample(tiny_cfg, {"model.embedding_init": "word2vec"})
-    data = load_data(cfg)
-    matrix = embedding_matrix(cfg, data.vocabulary)
-    assert matrix.shape == (len(data.vocabulary), cfg.model.embedding_dim) and not matrix[0].any()
-    cached = list((Path(cfg.data.cache_dir)).glob("word2vec-*.npy"))
-    assert len(cached) == 1 and np.array_equal(np.load(cached[0]), matrix)
-    model = build_model(cfg, vocab_size=len(data.vocabulary), embeddings=matrix)
-    assert np.array_equal(model.get_layer("embedding").get_weights()[0], matrix)
-    frozen = build_model(apply_sample(cfg, {"model.embedding_trainable": False}), len(data.vocabulary), matrix)
-    assert not frozen.get_layer("embedding").trainable
 
 
 def test_cosine_schedule_decays_over_max_epochs(tiny_cfg):

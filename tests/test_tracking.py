@@ -2,12 +2,9 @@
 
 from pathlib import Path
 
-import pytest
-
 from sentiment.config import OPERATIONAL_KEYS, load_config
 from sentiment.data import cache_key
 from sentiment.tracking import artifact_location, config_params, runs_table_url
-from sentiment.trial import config_fingerprint
 from tests.conftest import tiny_overrides
 
 
@@ -17,19 +14,6 @@ def test_params_are_the_model_groups_without_operational_keys(tiny_cfg):
     assert not {"data.url", "data.sha256", "data.cache_dir", "data.path"} & set(params)  # no paths, URLs, checksums
     assert not set(params) & set(OPERATIONAL_KEYS)
     assert not any(key.startswith(("sweep.", "tracking.", "promote.")) for key in params)
-
-
-@pytest.mark.parametrize("override", ["sweep.n_trials=99", "sweep.storage=sqlite:///elsewhere.db",
-                                      "data.cache_dir=/tmp/other", "tracking.model_name=other", "sweep.calibrate=false"])
-def test_operational_changes_keep_the_study_fingerprint(tiny_cfg, imdb_dir, tmp_path, override):
-    changed = load_config(tiny_overrides(imdb_dir, tmp_path) + [override])
-    assert config_fingerprint(changed) == config_fingerprint(tiny_cfg)
-
-
-@pytest.mark.parametrize("override", ["model.units=16", "sweep.space.dropout.high=0.2", "data.truncate=head"])
-def test_what_is_trained_or_searched_changes_the_fingerprint(tiny_cfg, imdb_dir, tmp_path, override):
-    changed = load_config(tiny_overrides(imdb_dir, tmp_path) + [override])
-    assert config_fingerprint(changed) != config_fingerprint(tiny_cfg)
 
 
 def test_the_token_cache_key_follows_the_token_keys_only(tiny_cfg, imdb_dir, tmp_path):
