@@ -85,6 +85,12 @@ def _isolated_mlflow(monkeypatch, tmp_path):
         mlflow.end_run()
 
 
+def trial_runs(parent_run_id: str) -> list:
+    """The trial runs nested under a sweep's parent run, in any experiment."""
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.role = 'trial'")
+
+
 WEAK_STUDY = ["sweep.study_name=weak", "train.learning_rate=1e-6", "train.max_epochs=1"]
 STRONG_STUDY = ["sweep.study_name=strong", "train.learning_rate=0.02", "train.max_epochs=4",
                 "sweep.space.dropout.high=0.1"]

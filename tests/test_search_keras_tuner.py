@@ -8,14 +8,9 @@ from mlflow import MlflowClient
 from sentiment.config import load_config
 from sentiment.search_keras_tuner import hyperparameters
 from sentiment.sweep import run_sweep
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_overrides, trial_runs
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
-
-
-def _children(parent_run_id):
-    return mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.role = 'trial'")
 
 
 def _kt_overrides(imdb_dir, tmp_path, algorithm="random"):
@@ -39,11 +34,11 @@ def test_keras_tuner_sweep_matches_the_optuna_layout_and_resumes(imdb_dir, tmp_p
     result = run_sweep(cfg)
     parent = MlflowClient().get_run(result.parent_run_id)
     assert parent.data.tags["sweep.engine"] == "keras_tuner" and parent.data.tags["sweep.algorithm"] == "random"
-    children = _children(result.parent_run_id)
+    children = trial_runs(result.parent_run_id)
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
 
     optuna_cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.n_trials=1"])
-    optuna_child = _children(run_sweep(optuna_cfg).parent_run_id)[0]
+    optuna_child = trial_runs(run_sweep(optuna_cfg).parent_run_id)[0]
     for child in children:
         assert set(child.data.params) == set(optuna_child.data.params)
         assert len(MlflowClient().get_metric_history(child.info.run_id, "val_loss")) >= 1
@@ -55,7 +50,7 @@ def test_keras_tuner_sweep_matches_the_optuna_layout_and_resumes(imdb_dir, tmp_p
 
     again = run_sweep(cfg)
     assert again.parent_run_id == result.parent_run_id  # one parent per study, no new trial under it
-    assert len(_children(again.parent_run_id)) == 2
+    assert len(trial_runs(again.parent_run_id)) == 2
     assert again.registered_version == result.registered_version
     assert len(again.outcome.table) == 2
 

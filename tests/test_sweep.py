@@ -1,7 +1,5 @@
 """Sweeps into a temporary SQLite MLflow store, checked against what the store really holds."""
 
-import time
-
 import mlflow
 import numpy as np
 import optuna
@@ -14,18 +12,10 @@ from sentiment import tracking
 from sentiment.config import load_config
 from sentiment.data import load_data
 from sentiment.errors import ConfigError, TrackingError
-from sentiment.search_optuna import Objective
 from sentiment.sweep import run_sweep
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_overrides, trial_runs
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
-
-
-def _children(parent_run_id: str):
-    return mlflow.search_runs(
-        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.role = 'trial'",
-        output_format="list",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +51,7 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
     assert (parent.data.tags["sweep.sampler"], parent.data.tags["sweep.pruner"]) == ("TPESampler", "MedianPruner")
     assert parent.data.metrics["trials_epochs_trained"] == sum(
         len(t.intermediate_values) for t in _study(cfg).trials) >= 2
-    children = _children(result.parent_run_id)
+    children = trial_runs(result.parent_run_id)
     assert len(children) == 2
     trials = {t.user_attrs["mlflow_run_id"]: t for t in _study(cfg).trials}
     for child in children:
@@ -113,7 +103,7 @@ def test_one_parent_run_per_study_and_a_rerun_with_nothing_to_do_creates_none(fr
     assert (second.parent_run_id, second.registered_version) == (first.parent_run_id, first.registered_version)
     more = run_sweep(load_config(tiny_overrides_from(cfg) + ["sweep.n_trials=3"]))
     assert more.parent_run_id == first.parent_run_id
-    assert len(_study(cfg).trials) == 3 and len(_children(first.parent_run_id)) == 3
+    assert len(_study(cfg).trials) == 3 and len(trial_runs(first.parent_run_id)) == 3
     parents = [r for r in _all_runs() if r.data.tags.get("role") == "sweep"]
     assert [p.info.run_id for p in parents] == [first.parent_run_id]
     assert parents[0].info.status == "FINISHED"
@@ -124,7 +114,7 @@ def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
     client = MlflowClient()
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    for child in _children(result.parent_run_id):
+    for child in trial_runs(result.parent_run_id):
         assert not [k for k in child.data.params if k.startswith("optimizer_")]
         assert child.data.params["train.optimizer"] == "Adam"
         assert float(child.data.params["train.learning_rate"]) == cfg.train.learning_rate
@@ -173,42 +163,13 @@ def test_changed_search_space_refuses_to_resume(swept):
         run_sweep(load_config(tiny_overrides_from(cfg) + ["model.dense_units=8"]))
 
 
-def _run_objective(cfg, pruner, n_trials=1, deadline=None):
-    tracking.connect(cfg.tracking)
-    study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.TPESampler(seed=0))
-    with mlflow.start_run() as parent:
-        study.optimize(Objective(cfg, load_data(cfg), deadline=deadline), n_trials=n_trials, catch=(Exception,))
-    return study, _children(parent.info.run_id)
-
-
-def test_a_trial_running_past_the_sweep_timeout_stops_at_its_next_epoch_end(tiny_cfg):
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.merge(tiny_cfg, {"train": {"max_epochs": 4, "early_stopping_patience": 4}})
-    _, (on_time,) = _run_objective(cfg, optuna.pruners.NopPruner())
-    study, (late,) = _run_objective(cfg, optuna.pruners.NopPruner(), deadline=time.monotonic())
-    assert on_time.data.metrics["epochs_trained"] == 4 and "stopped_by" not in on_time.data.tags
-    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE  # a complete trial, only shorter
-    assert late.data.metrics["epochs_trained"] == 1 and late.data.tags["stopped_by"] == "sweep.timeout"
-    assert late.info.status == "FINISHED" and study.trials[0].value == late.data.metrics["best_val_loss"]
-
-
-def test_pruned_trial_shows_as_pruned(tiny_cfg):
-    # Any val_loss above 0 crosses this threshold, so the first report prunes.
-    study, (child,) = _run_objective(tiny_cfg, optuna.pruners.ThresholdPruner(upper=0.0))
-    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
-    assert child.info.status == "KILLED"
-    assert child.data.tags["pruned"] == "true" and child.data.tags["state"] == "pruned"
-    assert "val_loss" in child.data.metrics  # the epoch that was judged is recorded
-
-
 def test_exploding_loss_fails_the_trial_and_the_sweep_goes_on(imdb_dir, tmp_path):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["train.learning_rate=1e38"])
     result = run_sweep(cfg)
     trials = _study(cfg).trials
     assert {t.state for t in trials} == {optuna.trial.TrialState.FAIL} and len(trials) == 2
     assert {k: result.outcome.counts[k] for k in ("complete", "pruned", "failed")} == {"complete": 0, "pruned": 0, "failed": 2}
-    children = _children(result.parent_run_id)
+    children = trial_runs(result.parent_run_id)
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]
     assert all("TrainingDiverged" in c.data.tags["error"] for c in children)
     assert result.registered_version is None
