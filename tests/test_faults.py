@@ -176,13 +176,9 @@ def test_tracking_server_lost_mid_sweep_then_resumed(imdb_dir, tmp_path, monkeyp
         monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")  # the resumed sweep runs as a user's would
         server.start()
         result = run_sweep(cfg)
-    finally:
-        server.stop()
-    trials = _study(cfg).trials
-    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 3
-    assert result.registered_version is not None
-    server.start()
-    try:
+        trials = _study(cfg).trials
+        assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 3
+        assert result.registered_version is not None
         _check_one_run_per_trial(cfg)
         parents = _runs(cfg, role="sweep")
         assert [p.info.status for p in parents] == ["FINISHED"]  # one parent per study, reopened
