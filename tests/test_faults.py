@@ -88,7 +88,7 @@ def fail_fast_http(monkeypatch):
 @pytest.mark.integration
 def test_killed_worker_trial_is_failed_retried_and_completed(imdb_dir, tmp_path):
     overrides = tiny_overrides(imdb_dir, tmp_path) + [
-        "train.max_epochs=60", "train.early_stopping_patience=60",  # long enough to be killed mid-trial
+        "train.max_epochs=20", "train.early_stopping_patience=20",  # long enough to be killed mid-trial
         "sweep.heartbeat_interval=1", "sweep.grace_period=3"]
     cfg = load_config(overrides)
     worker = subprocess.Popen([sys.executable, "-m", "sentiment", "sweep", *overrides], cwd=tmp_path,
