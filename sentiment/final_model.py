@@ -45,7 +45,7 @@ class FinalModel:
     val_probability: np.ndarray        # the members' trial models on the validation split: what selection saw
     test_probability: np.ndarray       # on the test split: computed once, after selection
     test_labels: np.ndarray
-    refit: bool = False                # members retrained on train+val (their val score is in-sample)
+    refit: bool = False                # members retrained on train+val (val figures are their trial models')
     calibration: Calibration | None = None  # the Platt scaling fitted on val_probability (inside text_model too)
 
     @property
