@@ -217,6 +217,11 @@ OBJECTIVE_METRICS = {"val_loss": "loss", "val_accuracy": "accuracy", "val_auc": 
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
+def maximizes(objective: str) -> bool:
+    """Whether a higher value of the objective is better (early stopping, Keras Tuner, ensembles)."""
+    return OBJECTIVE_DIRECTIONS[objective] == "maximize"
+
+
 def _validate_sweep(cfg: DictConfig) -> None:
     sweep = cfg.sweep
     _positive_int(cfg, "sweep.n_trials")

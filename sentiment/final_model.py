@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
 from sentiment import tracking
-from sentiment.config import OBJECTIVE_DIRECTIONS, OBJECTIVE_METRICS, apply_sample
+from sentiment.config import OBJECTIVE_METRICS, apply_sample, maximizes
 from sentiment.data import TokenizedData, data_for, make_vectorizer
 from sentiment.metrics import classification_metrics
 from sentiment.model import calibrated, end_to_end, ensemble
@@ -78,7 +78,7 @@ def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray], objectiv
     validation objective (the earliest on a tie)."""
     scores = [classification_metrics(y_val, np.mean(val_probabilities[:n], axis=0))[OBJECTIVE_METRICS[objective]]
               for n in range(1, len(val_probabilities) + 1)]
-    return int((np.argmax if OBJECTIVE_DIRECTIONS[objective] == "maximize" else np.argmin)(scores)) + 1
+    return int((np.argmax if maximizes(objective) else np.argmin)(scores)) + 1
 
 
 def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:

@@ -16,7 +16,7 @@ import keras_tuner as kt
 import pandas as pd
 from omegaconf import DictConfig
 
-from sentiment.config import OBJECTIVE_DIRECTIONS
+from sentiment.config import maximizes
 from sentiment.data import TokenizedData
 from sentiment.engines import search_algorithm
 from sentiment.errors import ConfigError
@@ -52,7 +52,7 @@ def sample_from(hp: kt.HyperParameters, space: DictConfig) -> dict:
 
 def make_oracle(cfg: DictConfig) -> kt.Oracle:
     sweep = cfg.sweep
-    objective = kt.Objective(sweep.objective, direction="min" if OBJECTIVE_DIRECTIONS[sweep.objective] == "minimize" else "max")
+    objective = kt.Objective(sweep.objective, direction="max" if maximizes(sweep.objective) else "min")
     common = dict(objective=objective, hyperparameters=hyperparameters(sweep.space), seed=cfg.seed,
                   tune_new_entries=False, allow_new_entries=False,
                   # A failed trial must not end the search (Keras Tuner's default stops after 3).

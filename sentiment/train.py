@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sentiment.config import OBJECTIVE_DIRECTIONS
+from sentiment.config import maximizes
 from sentiment.data import TokenizedData, to_dataset
 from sentiment.model import build_model
 
@@ -32,7 +32,7 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
     """Fit with early stopping (best weights restored) and score the result. The epoch is chosen
     by the validation metric the search optimizes (sweep.objective): one measure picks both."""
     model = fresh_model(cfg, data, n_reviews=len(data.x_train))
-    monitor, maximize = cfg.sweep.objective, OBJECTIVE_DIRECTIONS[cfg.sweep.objective] == "maximize"
+    monitor, maximize = cfg.sweep.objective, maximizes(cfg.sweep.objective)
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode="max" if maximize else "min",
                                             patience=cfg.train.early_stopping_patience, restore_best_weights=True)
     buckets = cfg.data.bucket_boundaries
