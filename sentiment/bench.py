@@ -27,6 +27,7 @@ from sentiment import tracking
 from sentiment.config import REPO_ROOT, apply_sample, load_config
 from sentiment.data import load_data, to_dataset
 from sentiment.model import build_model
+from sentiment.train import initial_embeddings
 
 log = logging.getLogger(__name__)
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -87,7 +88,7 @@ def time_epoch(cfg: DictConfig, data, n: int, **overrides) -> dict:
     model = build_model(run_cfg, len(data.vocabulary))
     x, y = data.x_train[:n], data.y_train[:n]
     ds = to_dataset(x, y, run_cfg.data.batch_size, shuffle_seed=0, bucket_boundaries=run_cfg.data.bucket_boundaries)
-    model.fit(ds, verbose=0)  # a whole epoch first: every batch shape is traced outside the timing
+    model.fit(ds, shuffle=False, verbose=0)  # a whole epoch first: every batch shape is traced outside the timing
     seconds = min(_timed_fit(model, ds) for _ in range(2))  # best of two: the machine is shared
     return {**{k: v for k, v in overrides.items()}, "reviews_per_s": round(len(x) / seconds, 1),
             "tokens_per_s": round(int((x > 0).sum()) / seconds), "epoch_s": round(seconds, 2)}
@@ -95,7 +96,7 @@ def time_epoch(cfg: DictConfig, data, n: int, **overrides) -> dict:
 
 def _timed_fit(model, ds) -> float:
     start = time.perf_counter()
-    model.fit(ds, verbose=0)
+    model.fit(ds, shuffle=False, verbose=0)  # the tf.data pipeline shuffles, seeded
     return time.perf_counter() - start
 
 
@@ -131,6 +132,7 @@ def _race_one(cfg: DictConfig, preset: Preset) -> dict:
 
     experiment_id = tracking.connect(cfg.tracking)
     data = load_data(cfg)
+    initial_embeddings(cfg, data)  # word2vec is trained once, before the clock, not in the first budget
     start_ms = time.time() * 1000
     with mlflow.start_run(run_name=f"race-{cfg.sweep.study_name}") as parent:
         outcome = engine_module(cfg).search(cfg, data)
