@@ -82,8 +82,8 @@ test: $(STAMP) $(CHROMEDRIVER) ## the whole test suite, as CI runs it (tiny gene
 test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser (under a minute)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not sweeps and not slow and not integration" $(ARGS)
 
-bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s)
-	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),)
+bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s, CONTESTANTS="a b")
+	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),) $(if $(CONTESTANTS),--contestants $(CONTESTANTS),)
 
 bench-serve: $(STAMP) ## benchmark `make serve` on @champion: latency, throughput, memory (SECONDS=60 per scenario)
 	$(BIN)/python -m sentiment bench-serve $(if $(SECONDS),--seconds $(SECONDS),) $(EXP_FLAG) $(ARGS)

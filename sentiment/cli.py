@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     cmds["bench"].add_argument("--preset", choices=("small", "full"), default="small")
     cmds["bench"].add_argument("--budget", type=float, help="seconds per engine in the race")
     cmds["bench"].add_argument("--no-race", action="store_true", help="only data and throughput numbers")
+    cmds["bench"].add_argument("--contestants", nargs="+", metavar="NAME",
+                               help="race only these searches (default: all four), e.g. default keras_tuner_hyperband")
     cmds["bench-serve"].add_argument("--seconds", type=float, default=60.0, help="per scenario (default 60)")
     server = cmds["server"]
     server.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback: auth on)")
@@ -177,7 +179,7 @@ def cmd_predict(args, cfg) -> int:
 def cmd_bench(args) -> int:
     from sentiment.bench import format_report, run_bench
 
-    print(format_report(run_bench(args.preset, args.budget, skip_race=args.no_race)))
+    print(format_report(run_bench(args.preset, args.budget, skip_race=args.no_race, contestants=args.contestants)))
     return 0
 
 

@@ -1,12 +1,12 @@
 """The benchmark's race reads its curve back from the trials the tracking store holds."""
 
-import pytest
-
 import json
 
 import mlflow
+import pytest
 
 from sentiment.bench import Preset, _race_one, headline_ratio, log_race, plot_race
+from sentiment.cli import main
 from sentiment.config import load_config
 from tests.conftest import tiny_overrides
 
@@ -46,3 +46,11 @@ def test_race_headline_plot_and_mlflow_run(tmp_path):
     assert run.data.metrics["keras_tuner_hyperband.test_accuracy"] == 0.87
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "race")}
     assert names == {"race/race.json", "race/race.png"}
+
+
+def test_unknown_contestant_is_refused_in_one_line_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("sentiment.bench.RESULTS_DIR", tmp_path)  # nothing may be written either
+    assert main(["bench", "--contestants", "default", "grid_search"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown race contestant 'grid_search'") and "keras_tuner_hyperband" in err
+    assert len(err.splitlines()) == 1 and not list(tmp_path.iterdir())
