@@ -169,10 +169,11 @@ def plot_race(race_results: dict, preset: Preset, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, result in race_results.items():
-        if result["best_so_far"]:
+    for (name, result), style in zip(race_results.items(), ["-", "--", "-.", ":"] * 2):
+        if result["best_so_far"]:  # from its first finished trial on; a trial may end past the budget
             seconds, best = zip(*result["best_so_far"])
-            ax.step([0, *seconds, preset.budget_s], [best[0], *best, best[-1]], where="post", label=name)
+            ax.step([*seconds, max(preset.budget_s, seconds[-1])], [*best, best[-1]], where="post", label=name,
+                    linestyle=style, marker="o", markevery=list(range(len(seconds))))
     for target in preset.targets:
         ax.axhline(target, color="grey", linestyle=":", linewidth=0.8)
     ax.set(xlabel="seconds", ylabel="best val accuracy so far", title="search engines on one budget")
