@@ -30,8 +30,17 @@ pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
+# One storage (one connection pool) per URL in this process: the tests poll studies several
+# times a second, and a storage made per poll leaves a pooled PostgreSQL connection open until
+# garbage collection, enough to exhaust the server's max_connections in one test.
+_STORAGES: dict[str, optuna.storages.BaseStorage] = {}
+
+
 def _study(cfg):
-    return optuna.load_study(study_name=cfg.sweep.study_name, storage=make_storage(cfg.sweep))
+    url = str(cfg.sweep.storage)
+    if url not in _STORAGES:
+        _STORAGES[url] = make_storage(cfg.sweep)
+    return optuna.load_study(study_name=cfg.sweep.study_name, storage=_STORAGES[url])
 
 
 def _runs(cfg, **filters):
@@ -189,8 +198,14 @@ def test_tracking_server_lost_mid_sweep_then_resumed(imdb_dir, tmp_path, monkeyp
 @pytest.fixture
 def postgres_databases():
     names = [f"sentiment_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    yield [f"{POSTGRES}/{name}" for name in names]
+    urls = [f"{POSTGRES}/{name}" for name in names]
+    yield urls
     import psycopg
+
+    for url in urls:  # close this process's pooled connections to the databases about to go
+        storage = _STORAGES.pop(url, None)
+        if storage is not None:
+            storage.engine.dispose()
 
     with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
         for name in names:
