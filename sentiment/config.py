@@ -239,6 +239,9 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _check(bool(sweep.study_name), "sweep.study_name", sweep.study_name, "a non-empty name")
     _one_of(cfg, "sweep.final", FINAL_MODELS)
     _positive_int(cfg, "sweep.warm_start_k")
+    _positive_int(cfg, "sweep.startup_trials")
+    _check(isinstance(sweep.start_from_defaults, bool), "sweep.start_from_defaults", sweep.start_from_defaults,
+           "true or false")
     _positive_int(cfg, "sweep.ensemble_size")
     _check(isinstance(sweep.refit, bool), "sweep.refit", sweep.refit, "true or false")
     _check(isinstance(sweep.calibrate, bool), "sweep.calibrate", sweep.calibrate, "true or false")
@@ -264,6 +267,8 @@ def _validate_dimension(cfg: DictConfig, prefix: str, spec: DictConfig) -> None:
         _check(_is_number(low) and _is_number(high), f"{prefix}.low/high", (low, high), "two numbers")
         _check(low < high, f"{prefix}.low/high", (low, high), "low < high (the range is inverted or empty)")
         _check(not spec.get("log") or low > 0, f"{prefix}.low", low, "> 0 with log: true")
+        step = spec.get("step")
+        _check(step is None or (_is_number(step) and step > 0), f"{prefix}.step", step, "null or a number > 0")
         edges = [low, high]
     # Every edge of the range must itself be a valid config: units 0 or dropout 1 fail here.
     for edge in edges:

@@ -11,18 +11,22 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
+from optuna_integration import KerasPruningCallback
 
 from sentiment.engines import search_algorithm
 
-SAMPLERS: dict[str, Callable[[int], BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+# name -> (seed, startup trials) -> sampler; startup trials: how many finished trials a model-based
+# sampler waits for before it stops drawing at random (sweep.startup_trials).
+SAMPLERS: dict[str, Callable[[int, int], BaseSampler]] = {
+    "tpe": lambda seed, startup: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+    "random": lambda seed, startup: optuna.samplers.RandomSampler(seed=seed),
     # CMA-ES searches the numeric dimensions; categorical ones fall back to random sampling.
-    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "cmaes": lambda seed, startup: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup,
+                                                                warn_independent_sampling=False),
 }
 
 
@@ -33,7 +37,7 @@ def sample_params(trial: optuna.Trial, space: DictConfig) -> dict:
         if spec.type == "int":
             value = trial.suggest_int(name, spec.low, spec.high, step=spec.get("step") or 1, log=bool(spec.get("log")))
         elif spec.type == "float":
-            value = trial.suggest_float(name, spec.low, spec.high, log=bool(spec.get("log")))
+            value = trial.suggest_float(name, spec.low, spec.high, step=spec.get("step"), log=bool(spec.get("log")))
         else:
             value = trial.suggest_categorical(name, list(spec.choices))
         sample[spec.key] = value
@@ -72,7 +76,30 @@ class TrialSeededSampler(BaseSampler):
 
 
 def make_sampler(cfg: DictConfig) -> TrialSeededSampler:
-    return TrialSeededSampler(SAMPLERS[search_algorithm(cfg)], cfg.seed)
+    make, startup = SAMPLERS[search_algorithm(cfg)], cfg.sweep.startup_trials
+    return TrialSeededSampler(lambda seed: make(seed, startup), cfg.seed)
+
+
+def configured_values(cfg: DictConfig) -> dict[str, Any]:
+    """The config's own value of each search dimension (conf/model, conf/regularizer), by
+    dimension name, where it lies inside the searched range: sweep.start_from_defaults's trial."""
+    values = {name: OmegaConf.select(cfg, spec.key) for name, spec in cfg.sweep.space.items()}
+    return {name: value for name, value in values.items() if in_space(cfg.sweep.space[name], value)}
+
+
+def in_space(spec: DictConfig, value) -> bool:
+    if spec.type == "categorical":
+        return value in list(spec.choices)
+    return spec.low <= value <= spec.high
+
+
+class EpochPruningCallback(KerasPruningCallback):
+    """Optuna's Keras callback, reporting epochs trained (1, 2, ...) as the step instead of
+    Keras's 0-based epoch index: the pruners' resource settings then count epochs, so
+    successive halving with min_epochs=1 decides after the first epoch, not the second."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch + 1, logs)
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:

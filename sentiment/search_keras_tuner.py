@@ -40,7 +40,7 @@ def hyperparameters(space: DictConfig) -> kt.HyperParameters:
             hp.Int(name, spec.low, spec.high, step=spec.get("step") or 1,
                    sampling="log" if spec.get("log") else "linear")
         elif spec.type == "float":
-            hp.Float(name, spec.low, spec.high, sampling="log" if spec.get("log") else "linear")
+            hp.Float(name, spec.low, spec.high, step=spec.get("step"), sampling="log" if spec.get("log") else "linear")
         else:
             hp.Choice(name, list(spec.choices))
     return hp
@@ -119,6 +119,8 @@ def finished_outcome(cfg: DictConfig) -> None:
 def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
     """Run (or continue) the tuner project under sweep.keras_tuner_dir/<study_name>."""
     directory = Path(cfg.sweep.keras_tuner_dir).resolve()
+    if cfg.sweep.start_from_defaults:
+        log.info("sweep.start_from_defaults applies to Optuna: Keras Tuner's oracle draws every trial itself")
     _check_fingerprint(directory / cfg.sweep.study_name, config_fingerprint(cfg))
     tuner = TrackedTuner(cfg, data, oracle=make_oracle(cfg), directory=str(directory),
                          project_name=cfg.sweep.study_name, overwrite=False)

@@ -12,14 +12,13 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
-from optuna_integration import KerasPruningCallback
 
 from sentiment import report, tracking
 from sentiment.config import OBJECTIVE_DIRECTIONS
 from sentiment.data import TokenizedData
 from sentiment.errors import ConfigError, TrackingError
 from sentiment.recovery import fail_dead_trials, record_worker
-from sentiment.sampling import make_pruner, make_sampler, sample_params
+from sentiment.sampling import EpochPruningCallback, configured_values, in_space, make_pruner, make_sampler, sample_params
 from sentiment.storage import make_storage, stale_trial_callback
 from sentiment.trial import (
     BestTrial,
@@ -56,6 +55,7 @@ def open_study(cfg: DictConfig) -> optuna.Study:
         study.set_user_attr("config_fingerprint", fingerprint)
         study.set_user_attr("config", OmegaConf.to_container(cfg, resolve=True))
         warm_start(cfg, study)
+        start_from_defaults(cfg, study)
     elif previous != fingerprint:
         raise ConfigError(
             f"study {sweep.study_name!r} in {sweep.storage} was made with a different config; "
@@ -86,10 +86,17 @@ def warm_start(cfg: DictConfig, study: optuna.Study) -> int:
     return len(best)
 
 
-def in_space(spec: DictConfig, value) -> bool:
-    if spec.type == "categorical":
-        return value in list(spec.choices)
-    return spec.low <= value <= spec.high
+def start_from_defaults(cfg: DictConfig, study: optuna.Study) -> bool:
+    """Enqueue the configured model and regularizer values (sweep.start_from_defaults), after
+    any warm-start trials: a known-good, fast configuration ends first, so the search has a
+    good model within minutes and something to compare the samples with. Returns whether it did."""
+    if not cfg.sweep.start_from_defaults:
+        return False
+    values = configured_values(cfg)
+    study.enqueue_trial(values)
+    study.set_user_attr("start_from_defaults", values)
+    log.info("start from defaults: enqueued %s", values)
+    return True
 
 
 def count(study: optuna.Study, states: tuple) -> int:
@@ -128,7 +135,7 @@ class Objective:
         try:
             result, _ = run_tracked_trial(
                 self.cfg, self.data, sample, f"trial-{trial.number:03d}", tags,
-                callbacks=[KerasPruningCallback(trial, self.cfg.sweep.objective)],
+                callbacks=[EpochPruningCallback(trial, self.cfg.sweep.objective)],
                 on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
                 parent_run_id=self.parent_run_id, number=trial.number, deadline=self.deadline,
             )
@@ -215,6 +222,8 @@ def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
     mlflow.set_tags({"sweep.sampler": type(study.sampler.inner).__name__, "sweep.pruner": type(study.pruner).__name__})
     if "warm_start" in study.user_attrs:
         mlflow.set_tag("sweep.warm_start", json.dumps(study.user_attrs["warm_start"]))
+    if "start_from_defaults" in study.user_attrs:
+        mlflow.set_tag("sweep.start_from_defaults", json.dumps(study.user_attrs["start_from_defaults"]))
     report.log_optuna_plots(study)
     return SearchOutcome("optuna", report.optuna_trials_table(study), ranked(study), _counts(study))
 

@@ -19,7 +19,8 @@ def test_race_curve_comes_from_finished_trials(imdb_dir, tmp_path):
     result = _race_one(cfg, Preset(train_samples=None, sequence_length=24, vocab_size=100, budget_s=600,
                                    targets=(0.0, 1.01)))
     curve = result["best_so_far"]
-    assert len(curve) == result["trials"]["complete"] == 3
+    counts = result["trials"]
+    assert len(curve) == counts["complete"] >= 1 and counts["complete"] + counts["pruned"] == 3  # pruned: no model
     seconds, best = zip(*curve)
     assert list(seconds) == sorted(seconds) and 0 < seconds[0] <= result["wall_s"]
     assert list(best) == sorted(best) and best[-1] == pytest.approx(result["best_val_accuracy"], abs=1e-4)  # curve: 4 digits

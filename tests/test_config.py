@@ -68,9 +68,9 @@ def test_cli_reports_bad_config_in_one_line(capsys):
 
 def test_apply_sample_changes_a_copy_only():
     cfg = load_config()
-    trial_cfg = apply_sample(cfg, {"model.units": 96, "regularizer.l2": 0.5})
-    assert (trial_cfg.model.units, trial_cfg.regularizer.l2) == (96, 0.5)
-    assert cfg.model.units != 96
+    trial_cfg = apply_sample(cfg, {"model.units": 128, "regularizer.l2": 0.5})
+    assert (trial_cfg.model.units, trial_cfg.regularizer.l2) == (128, 0.5)
+    assert (cfg.model.units, cfg.regularizer.l2) != (128, 0.5)
 
 
 def test_a_null_dimension_removes_it_from_the_search_space():

@@ -36,7 +36,7 @@ def test_l2_penalty_and_dropout_are_wired_in(tiny_cfg):
     cfg = apply_sample(tiny_cfg, {"regularizer.l2": 0.1, "regularizer.dropout": 0.4})
     model = build_model(cfg, vocab_size=100)
     assert len(model.losses) == 1 and float(model.losses[0]) > 0
-    dropout = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dropout))
+    dropout = next(layer for layer in model.layers if type(layer) is keras.layers.Dropout)  # not SpatialDropout1D
     assert dropout.rate == pytest.approx(0.4)
 
 

@@ -6,7 +6,7 @@ import pytest
 from sentiment.config import load_config
 from sentiment.engines import ENGINES
 from sentiment.errors import ConfigError
-from sentiment.sampling import SAMPLERS, make_pruner, make_sampler, sample_params
+from sentiment.sampling import SAMPLERS, configured_values, make_pruner, make_sampler, sample_params
 from tests.conftest import tiny_overrides
 
 
@@ -83,10 +83,54 @@ def test_warm_start_enqueues_the_best_trials_of_an_earlier_study(imdb_dir, tmp_p
     new = open_study(load_config(tiny_overrides(imdb_dir, tmp_path) + [
         "sweep.study_name=new", "sweep.warm_start=old", "sweep.warm_start_k=2"]))
     queued = [t.system_attrs["fixed_params"] for t in new.trials]
-    assert queued == [old.trials[1].params, old.trials[2].params]
+    # what was learned first, then the configured values (sweep.start_from_defaults)
+    assert queued == [old.trials[1].params, old.trials[2].params, configured_values(cfg)]
     assert new.user_attrs["warm_start"] == {"study": "old", "trials": [1, 2]}
     first = new.ask()  # the enqueued params are what the first trial samples
     assert sample_params(first, cfg.sweep.space) == {cfg.sweep.space[k].key: v for k, v in old.trials[1].params.items()}
+
+
+@pytest.mark.parametrize("start_from_defaults", [True, False])
+def test_the_first_trial_trains_the_configured_values(imdb_dir, tmp_path, start_from_defaults):
+    from sentiment.search_optuna import open_study
+
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
+        "model.units=4", "regularizer.dropout=0.25", "regularizer.recurrent_dropout=0.0", "regularizer.l2=0.001",
+        f"sweep.start_from_defaults={str(start_from_defaults).lower()}"])
+    study = open_study(cfg)
+    first = sample_params(study.ask(), cfg.sweep.space)
+    configured = {"model.units": 4, "regularizer.dropout": 0.25, "regularizer.recurrent_dropout": 0.0,
+                  "regularizer.l2": 0.001}
+    assert (first == configured) is start_from_defaults
+    assert ("start_from_defaults" in study.user_attrs) is start_from_defaults
+
+
+def test_a_configured_value_outside_the_space_is_left_to_the_sampler(imdb_dir, tmp_path):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["model.units=64"])  # tiny space: 4-8 units
+    assert "units" not in configured_values(cfg) and "dropout" in configured_values(cfg)
+
+
+def test_a_float_dimension_with_a_step_draws_only_the_steps(imdb_dir, tmp_path):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
+        "sweep.space.recurrent_dropout.high=0.2", "sweep.space.recurrent_dropout.step=0.1"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = set()
+    for _ in range(30):
+        drawn.add(sample_params(study.ask(), cfg.sweep.space)["regularizer.recurrent_dropout"])
+    assert {round(v, 6) for v in drawn} == {0.0, 0.1, 0.2}
+
+
+@pytest.mark.parametrize("startup, like_random", [(2, False), (10, True)])
+def test_startup_trials_is_when_tpe_stops_drawing_at_random(imdb_dir, tmp_path, startup, like_random):
+    """TPE's random phase uses the same draws as RandomSampler: the proposals part once it ends."""
+    def proposals(algorithm):
+        cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
+            f"sweep.algorithm={algorithm}", f"sweep.startup_trials={startup}"])
+        study = optuna.create_study(sampler=make_sampler(cfg))
+        study.optimize(lambda t: sample_params(t, cfg.sweep.space)["regularizer.dropout"], n_trials=6)
+        return _params(study)
+
+    assert (proposals("tpe") == proposals("random")) is like_random
 
 
 def test_warm_start_from_a_missing_study_is_one_line(imdb_dir, tmp_path):
@@ -108,5 +152,7 @@ def test_successive_halving_cuts_the_epochs_a_sweep_trains(imdb_dir, tmp_path):
     counts = run_sweep(cfg).outcome.counts
     study = optuna.load_study(study_name=cfg.sweep.study_name, storage=cfg.sweep.storage)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-    assert any(len(t.intermediate_values) < max_epochs for t in pruned)  # some were stopped early
+    # the resource is epochs trained: min_epochs=1 cuts after the first epoch (Keras counts from 0)
+    assert min(len(t.intermediate_values) for t in pruned) == 1
+    assert all(min(t.intermediate_values) == 1 for t in study.trials)
     assert counts["epochs_trained"] == sum(len(t.intermediate_values) for t in study.trials) < n_trials * max_epochs
