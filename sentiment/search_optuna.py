@@ -18,7 +18,14 @@ from sentiment.config import OBJECTIVE_DIRECTIONS
 from sentiment.data import TokenizedData
 from sentiment.errors import ConfigError, TrackingError
 from sentiment.recovery import fail_dead_trials, record_worker
-from sentiment.sampling import EpochPruningCallback, configured_values, in_space, make_pruner, make_sampler, sample_params
+from sentiment.sampling import (
+    EpochPruningCallback,
+    configured_values,
+    in_space,
+    make_pruner,
+    make_sampler,
+    sample_params,
+)
 from sentiment.storage import make_storage, stale_trial_callback
 from sentiment.trial import (
     BestTrial,
@@ -88,8 +95,8 @@ def warm_start(cfg: DictConfig, study: optuna.Study) -> int:
 
 def start_from_defaults(cfg: DictConfig, study: optuna.Study) -> bool:
     """Enqueue the configured model and regularizer values (sweep.start_from_defaults), after
-    any warm-start trials: a known-good, fast configuration ends first, so the search has a
-    good model within minutes and something to compare the samples with. Returns whether it did."""
+    any warm-start trials: a known-good configuration ends first, so the search has a good model
+    early and a yardstick for the pruner to cut samples against. Returns whether it did."""
     if not cfg.sweep.start_from_defaults:
         return False
     values = configured_values(cfg)
