@@ -5,7 +5,7 @@ import json
 import mlflow
 import pytest
 
-from sentiment.bench import Preset, _race_one, headline_ratio, log_race, plot_race
+from sentiment.bench import Preset, _race_one, headline, log_race, plot_race
 from sentiment.cli import main
 from sentiment.config import load_config
 from tests.conftest import tiny_overrides
@@ -35,7 +35,10 @@ def test_race_headline_plot_and_mlflow_run(tmp_path):
             "keras_tuner_hyperband": {"best_so_far": [[30, 0.86], [100, 0.89]], "time_to": {"0.89": 100},
                                       "best_val_accuracy": 0.89, "test_accuracy_of_registered": 0.87,
                                       "trials": {"epochs_trained": 9}}}
-    assert headline_ratio(race, "0.89") == 0.4 and headline_ratio(race, "0.95") is None
+    assert headline(race, "0.89")["ratio"] == 0.4 and headline(race, "0.95")["ratio"] is None
+    unreached = {**race, "keras_tuner_hyperband": {"time_to": {"0.89": None}, "wall_s": 1000}}
+    assert headline(unreached, "0.89") == {"target": "0.89", "of": "default/keras_tuner_hyperband",
+                                           "ratio": None, "at_most": 0.04}  # 40 s vs more than 1,000 s
     preset = Preset(train_samples=None, sequence_length=24, vocab_size=100, budget_s=120, targets=(0.89,))
     plot = plot_race(race, preset, tmp_path / "race.png")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
