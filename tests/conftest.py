@@ -65,6 +65,7 @@ def tiny_overrides(data_path: Path, tmp: Path) -> list[str]:
         "train.max_epochs=2", "train.learning_rate=0.01",
         f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", f"tracking.artifact_location={tmp / 'artifacts'}",
         f"sweep.storage=sqlite:///{tmp / 'optuna.db'}", "sweep.n_trials=2",
+        "sweep.pruner.kind=median",  # never cuts before 3 trials finished: a 2-trial sweep keeps both models
         "sweep.space.units.low=4", "sweep.space.units.high=8", "sweep.space.units.step=4",
         "sweep.space.recurrent_dropout.high=0.1",
     ]
