@@ -34,7 +34,7 @@ export REVIEW_FILE := $(value FILE)
 PREDICT_FLAGS := $(if $(value TEXT),--text "$$REVIEW_TEXT",) $(if $(value FILE),--file "$$REVIEW_FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock sweep train promote rollback predict serve test test-fast bench bench-serve ui server user dashboard clean
+.PHONY: help install lock lint sweep train promote rollback predict serve test test-fast bench bench-serve levers ui server user dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ serve: $(STAMP) ## REST server for @champion on 127.0.0.1 (SERVE_PORT=5001; POST
 test: $(STAMP) $(CHROMEDRIVER) ## the whole test suite, as CI runs it (tiny generated data, real servers, a browser)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
+lint: $(STAMP) ## ruff over the package and the tests (config in pyproject.toml)
+	$(BIN)/ruff check sentiment tests
+
 test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser (under a minute)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not sweeps and not slow and not integration" $(ARGS)
 
@@ -87,6 +90,9 @@ bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=smal
 
 bench-serve: $(STAMP) ## benchmark `make serve` on @champion: latency, throughput, memory (SECONDS=60 per scenario)
 	$(BIN)/python -m sentiment bench-serve $(if $(SECONDS),--seconds $(SECONDS),) $(EXP_FLAG) $(ARGS)
+
+levers: $(STAMP) ## what each choice of a finished study moved, val and test, e.g. make levers EXP=accuracy
+	$(BIN)/python -m sentiment levers $(EXP_FLAG) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1 (PORT=5000) over the configured store, e.g. ARGS="tracking.uri=sqlite:///other.db"
 	$(BIN)/python -m sentiment ui --port $(PORT) $(EXP_FLAG) $(ARGS)

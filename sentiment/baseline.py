@@ -14,7 +14,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from sentiment.data import load_splits
+from sentiment import tracking
+from sentiment.data import ReviewSplits
 from sentiment.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,13 @@ def _clean(text: str) -> str:
     return text.replace("<br />", " ")
 
 
-def log_baseline(cfg: DictConfig, parent_run_id: str | None = None) -> np.ndarray:
+def log_baseline(cfg: DictConfig, reviews: ReviewSplits) -> np.ndarray:
     """TF-IDF of word 1-2 grams + logistic regression, fit on the same training split.
 
     Scored on validation, like the trials, and on the test set as a reference figure only:
     nothing is selected with it. Returns its test probabilities (also kept on its run).
     """
-    train, val, test, _ = load_splits(cfg)
+    train, val, test, _ = reviews.get()
     start = time.perf_counter()
     model = make_pipeline(
         TfidfVectorizer(preprocessor=lambda t: _clean(t).lower(), ngram_range=(1, 2), min_df=2,
@@ -45,8 +46,8 @@ def log_baseline(cfg: DictConfig, parent_run_id: str | None = None) -> np.ndarra
     for name, split in (("val", val), ("test", test)):
         probabilities[name] = model.predict_proba(split.texts)[:, 1]
         metrics.update({f"{name}_{k}": v for k, v in classification_metrics(split.labels, probabilities[name]).items()})
-    with mlflow.start_run(run_name="baseline-tfidf-logreg", nested=True, parent_run_id=parent_run_id,
-                          tags={"role": "baseline", "sweep.study": cfg.sweep.study_name}):
+    with mlflow.start_run(run_name="baseline-tfidf-logreg", nested=True,
+                          tags={tracking.ROLE_TAG: tracking.BASELINE, tracking.STUDY_TAG: cfg.sweep.study_name}):
         mlflow.log_params({"model": "tfidf(1-2 grams)+logistic_regression", "ngram_range": "1,2",
                            "C": 4.0, "data.train_samples": cfg.data.train_samples, "seed": cfg.seed})
         mlflow.log_metrics(metrics)
@@ -61,8 +62,7 @@ def log_baseline(cfg: DictConfig, parent_run_id: str | None = None) -> np.ndarra
 
 def find_baseline_run(experiment_id: str, study: str):
     """The study's baseline run, if one was logged (one per study: resumed sweeps don't refit)."""
-    runs = mlflow.search_runs([experiment_id], output_format="list", max_results=1,
-                              filter_string=f"tags.role = 'baseline' and tags.`sweep.study` = '{study}'")
+    runs = tracking.find_runs(tracking.BASELINE, {tracking.STUDY_TAG: study}, [experiment_id], max_results=1)
     return runs[0] if runs else None
 
 

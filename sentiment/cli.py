@@ -1,4 +1,7 @@
-"""Command line: `sentiment <command> [options] [key=value ...]`; `sentiment --help` lists the commands."""
+"""Command line: `sentiment <command> [options] [key=value ...]`; `sentiment --help` lists the commands.
+
+Each command imports what it runs inside its own function, so `--help`, a config error and
+`make server` answer without loading TensorFlow."""
 
 from __future__ import annotations
 
@@ -7,35 +10,50 @@ import logging
 import os
 import sys
 
-from sentiment.access import ROLES
 from sentiment.errors import UserError
 from sentiment.quiet import import_tensorflow_quietly
+from sentiment.stores import create_database_if_missing, is_journal, is_postgresql, is_server, journal_file
+from sentiment.tracking_server import ROLES, add_user, server_launch
 
 log = logging.getLogger("sentiment")
+
+
+COMMANDS_HELP = {
+    "sweep": "run (or resume) the Optuna sweep and register its best model",
+    "train": "train the configured model once and log it as an MLflow run",
+    "promote": "score the newest (or --version) candidate against @champion; move it if better",
+    "rollback": "swap @champion and @previous",
+    "predict": "label reviews with models:/<model_name>@champion",
+    "bench": "throughput, memory and a time-to-accuracy race of search engines",
+    "bench-serve": "latency and throughput of `make serve` on @champion over HTTP",
+    "levers": "val and test accuracy per searched choice and final-model lever of a finished study",
+    "ui": "print the runs-table URL and start the MLflow UI on the configured store",
+    "serve": "serve models:/<model_name>@champion over REST (mlflow models serve)",
+    "dashboard": "start optuna-dashboard on the configured study storage",
+    "server": "MLflow tracking server; authentication on for any address beyond 127.0.0.1",
+    "user": "add a user to the tracking server (as its admin): reader or trainer",
+}
+OWN_SETTINGS = ("bench", "server")  # commands that compose no config: no experiment, no overrides
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentiment", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = {
-        "sweep": "run (or resume) the Optuna sweep and register its best model",
-        "train": "train the configured model once and log it as an MLflow run",
-        "promote": "score the newest (or --version) candidate against @champion; move it if better",
-        "rollback": "swap @champion and @previous",
-        "predict": "label reviews with models:/<model_name>@champion",
-        "bench": "throughput, memory and a time-to-accuracy race of search engines",
-        "bench-serve": "latency and throughput of `make serve` on @champion over HTTP",
-        "ui": "print the runs-table URL and start the MLflow UI on the configured store",
-        "serve": "serve models:/<model_name>@champion over REST (mlflow models serve)",
-        "dashboard": "start optuna-dashboard on the configured study storage",
-        "server": "MLflow tracking server; authentication on for any address beyond 127.0.0.1",
-        "user": "add a user to the tracking server (as its admin): reader or trainer",
-    }
-    cmds = {name: sub.add_parser(name, help=text, description=text) for name, text in commands.items()}
-    configured = [cmd for name, cmd in cmds.items() if name not in ("bench", "server")]  # own settings
+    cmds = {name: sub.add_parser(name, help=text, description=text) for name, text in COMMANDS_HELP.items()}
+    configured = [cmd for name, cmd in cmds.items() if name not in OWN_SETTINGS]
     for cmd in configured:
         cmd.add_argument("--experiment", "-e", help="a file name from experiments/ (without .yaml)")
         cmd.add_argument("--show-config", action="store_true", help="print the composed config and exit")
+    _command_options(cmds)
+    _server_options(cmds["server"])
+    for name, port in (("ui", 5000), ("serve", 5001), ("dashboard", 8080), ("server", 5005)):
+        cmds[name].add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port})")
+    for cmd in configured:
+        cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.n_trials=3")
+    return parser
+
+
+def _command_options(cmds: dict[str, argparse.ArgumentParser]) -> None:
     cmds["sweep"].add_argument("--workers", type=int, default=1, help="worker processes on one study")
     cmds["promote"].add_argument("--version", help="registered version to consider (default: newest)")
     cmds["promote"].add_argument("--force", action="store_true", help="promote even if not better")
@@ -47,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     cmds["bench"].add_argument("--contestants", nargs="+", metavar="NAME",
                                help="race only these searches (default: all four), e.g. default keras_tuner_hyperband")
     cmds["bench-serve"].add_argument("--seconds", type=float, default=60.0, help="per scenario (default 60)")
-    server = cmds["server"]
+    cmds["user"].add_argument("--name", required=True, help="the new user's name")
+    cmds["user"].add_argument("--role", choices=tuple(ROLES), default="reader",
+                              help="reader: browse and predict; trainer: also log runs, register, promote")
+
+
+def _server_options(server: argparse.ArgumentParser) -> None:
     server.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback: auth on)")
     server.add_argument("--backend-store-uri", required=True, help="PostgreSQL (or SQLite) tracking store")
     server.add_argument("--artifacts-destination", required=True, help="where the server keeps artifacts")
@@ -55,14 +78,6 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
     server.add_argument("--name", action="append", default=[], dest="names",
                         help="another name clients reach the server by (repeatable)")
-    cmds["user"].add_argument("--name", required=True, help="the new user's name")
-    cmds["user"].add_argument("--role", choices=tuple(ROLES), default="reader",
-                              help="reader: browse and predict; trainer: also log runs, register, promote")
-    for name, port in (("ui", 5000), ("serve", 5001), ("dashboard", 8080), ("server", 5005)):
-        cmds[name].add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port})")
-    for cmd in configured:
-        cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.n_trials=3")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,11 +135,11 @@ def cmd_sweep(args, cfg) -> int:
 
 def cmd_train(args, cfg) -> int:
     from sentiment import tracking
-    from sentiment.data import load_data
-    from sentiment.trial import run_tracked_trial
+    from sentiment.search.trial import run_tracked_trial
+    from sentiment.tokens import load_data
 
     experiment_id = tracking.connect(cfg.tracking, write=True)
-    result, _ = run_tracked_trial(cfg, load_data(cfg), {}, "train", {"role": "train"})
+    result, _ = run_tracked_trial(cfg, load_data(cfg), {}, "train", {tracking.ROLE_TAG: tracking.TRAIN})
     for name, value in result.metrics.items():
         print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
     print(f"runs: {tracking.runs_table_url(cfg.tracking.uri, experiment_id)}  (make ui)")
@@ -132,7 +147,7 @@ def cmd_train(args, cfg) -> int:
 
 
 def cmd_promote(args, cfg) -> int:
-    from sentiment.promote import promote
+    from sentiment.registry.promote import promote
 
     result = promote(cfg, version=args.version, force=args.force)
     if not result.table.empty:
@@ -153,7 +168,7 @@ def cmd_promote(args, cfg) -> int:
 
 
 def cmd_rollback(args, cfg) -> int:
-    from sentiment.promote import rollback
+    from sentiment.registry.promote import rollback
 
     swapped = rollback(cfg)
     name = cfg.tracking.model_name
@@ -166,7 +181,7 @@ def cmd_rollback(args, cfg) -> int:
 
 
 def cmd_predict(args, cfg) -> int:
-    from sentiment.predict import collect_reviews, predict
+    from sentiment.registry.predict import collect_reviews, predict
 
     stdin = None if args.text or args.file or sys.stdin.isatty() else sys.stdin.buffer.read()
     reviews = collect_reviews(args.text, args.file, stdin)
@@ -177,16 +192,23 @@ def cmd_predict(args, cfg) -> int:
 
 
 def cmd_bench(args) -> int:
-    from sentiment.bench import format_report, run_bench
+    from sentiment.bench.race import format_report, run_bench
 
     print(format_report(run_bench(args.preset, args.budget, skip_race=args.no_race, contestants=args.contestants)))
     return 0
 
 
 def cmd_bench_serve(args, cfg) -> int:
-    from sentiment.bench_serve import bench_serve, format_serve_report
+    from sentiment.bench.serve import bench_serve, format_serve_report
 
     print(format_serve_report(bench_serve(cfg, args.overrides, seconds=args.seconds)))
+    return 0
+
+
+def cmd_levers(args, cfg) -> int:
+    from sentiment.bench.levers import levers
+
+    print(levers(cfg))
     return 0
 
 
@@ -196,38 +218,33 @@ def cmd_ui(args, cfg) -> int:
     experiment_id = tracking.connect(cfg.tracking)
     url = tracking.runs_table_url(cfg.tracking.uri, experiment_id, ui=f"http://127.0.0.1:{args.port}")
     print(f"runs table: {url}", flush=True)
-    if cfg.tracking.uri.startswith("http"):
+    if is_server(cfg.tracking.uri):
         return 0  # the tracking server is the UI
     return _exec("mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1", "--port", str(args.port))
 
 
 def cmd_serve(args, cfg) -> int:
-    """MLflow's scoring server (what `mlflow models serve` runs) behind sentiment.server's guard."""
+    """MLflow's scoring server (what `mlflow models serve` runs) behind registry.server's guard."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    from sentiment.predict import champion_uri
+    from sentiment.registry.predict import champion_uri
 
     model = champion_uri(cfg)
     local = mlflow.artifacts.download_artifacts(model)
     os.environ[scoring_server._SERVER_MODEL_PATH] = local
     print(f"serving {model} on http://127.0.0.1:{args.port}/invocations", flush=True)
-    return _exec("uvicorn", "--factory", "sentiment.server:create_app", "--host", "127.0.0.1",
+    return _exec("uvicorn", "--factory", "sentiment.registry.server:create_app", "--host", "127.0.0.1",
                  "--port", str(args.port), "--workers", "1", "--no-access-log")
 
 
 def cmd_dashboard(args, cfg) -> int:
-    storage = str(cfg.sweep.storage)
-    if storage.startswith("journal:"):
-        storage = storage.removeprefix("journal:")
+    storage = journal_file(cfg.sweep.storage) if is_journal(cfg.sweep.storage) else str(cfg.sweep.storage)
     return _exec("optuna-dashboard", storage, "--host", "127.0.0.1", "--port", str(args.port))
 
 
 def cmd_server(args) -> int:
-    from sentiment.access import server_launch
-    from sentiment.storage import create_database_if_missing
-
-    if args.backend_store_uri.startswith("postgresql"):
+    if is_postgresql(args.backend_store_uri):
         create_database_if_missing(args.backend_store_uri)
     launch = server_launch(args.host, args.port, args.backend_store_uri, args.artifacts_destination,
                            auth=args.auth, workers=args.workers, names=tuple(args.names))
@@ -240,7 +257,6 @@ def cmd_server(args) -> int:
 def cmd_user(args, cfg) -> int:
     import getpass
 
-    from sentiment.access import add_user
 
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {args.name}: ")
@@ -269,7 +285,7 @@ def _exec(tool: str, *arguments: str) -> int:
 
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
             "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard,
-            "bench-serve": cmd_bench_serve, "user": cmd_user}
+            "bench-serve": cmd_bench_serve, "levers": cmd_levers, "user": cmd_user}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sentiment.access import reject_password_in_url
-from sentiment.engines import ENGINES
+from sentiment.engines import ENGINES, PRUNERS
 from sentiment.errors import ConfigError
+from sentiment.stores import reject_password_in_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
-# The choices of the categorical settings (the layers in serving.py implement them).
+# The choices of the categorical settings. The layers of model_code.py implement them and list
+# them too (that file travels alone with every logged model); a test holds the two lists together.
 TRUNCATION_SIDES = ("head", "tail", "head+tail")
 VAL_SPLITS = ("id_blocks", "random")
 POOLING_MODES = ("last", "max", "mean", "max+mean")
@@ -45,11 +47,6 @@ SPLIT_KEYS = ("data.train_samples", "data.val_fraction", "data.val_split", "data
 VOCABULARY_KEYS = ("data.train_samples", "data.val_fraction", "data.val_split", "data.vocab_size")
 # ... and those that also change the token arrays a model reads (the token cache's key).
 TOKEN_KEYS = (*VOCABULARY_KEYS, "data.test_samples", "data.sequence_length", "data.truncate")
-
-
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI (relative to the working directory), else None."""
-    return Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
 
 
 def list_experiments() -> list[str]:
@@ -214,7 +211,6 @@ def _validate_train(cfg: DictConfig) -> None:
 OBJECTIVE_DIRECTIONS = {"val_loss": "minimize", "val_accuracy": "maximize", "val_auc": "maximize"}
 # The same measures in metrics.classification_metrics (how an ensemble's members are chosen).
 OBJECTIVE_METRICS = {"val_loss": "loss", "val_accuracy": "accuracy", "val_auc": "roc_auc"}
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
 def maximizes(objective: str) -> bool:
@@ -229,7 +225,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
     algorithms = ENGINES[sweep.engine].algorithms
     _check(sweep.algorithm is None or sweep.algorithm in algorithms, "sweep.algorithm", sweep.algorithm,
            f"null or one of {', '.join(algorithms)} for engine {sweep.engine}")
-    _one_of(cfg, "sweep.pruner.kind", PRUNERS)
+    _one_of(cfg, "sweep.pruner.kind", tuple(PRUNERS))
     for key in ("sweep.pruner.min_epochs", "sweep.pruner.reduction_factor"):
         _positive_int(cfg, key)
     _check(sweep.timeout is None or (_is_number(sweep.timeout) and sweep.timeout > 0),

@@ -1,9 +1,10 @@
-"""Read aclImdb (directory or .tar.gz), split it, tokenize once and cache the arrays."""
+"""Find and read aclImdb (directory or .tar.gz), subsample it and split off validation.
+
+sentiment.tokens turns the reviews into token ids; a sweep reads the archive once (ReviewSplits)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -11,28 +12,24 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import NamedTuple
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from platformdirs import user_cache_dir
 from sklearn.model_selection import train_test_split
 
-from sentiment.config import TOKEN_KEYS
 from sentiment.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 LABELS = {"neg": 0, "pos": 1}
 SPLITS = ("train", "test")
-CACHE_FORMAT = 3  # bump when the cached arrays change meaning (e.g. standardization)
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "aclImdb_labeled.tar.gz"
-# Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
-warnings.filterwarnings("ignore", message="Your input ran out of data")
 _MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/[^/]+\.txt$")
 _REVIEW_ID = re.compile(r"/(\d+)_\d+\.txt$")  # aclImdb names a review <id>_<rating>.txt
 # data.val_split=id_blocks: aclImdb numbers one movie's reviews consecutively (at most 30 per
@@ -51,20 +48,6 @@ class Reviews:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-
-@dataclass
-class TokenizedData:
-    """Padded token ids per split plus the vocabulary that produced them."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    vocabulary: list[str]
-    source: str
 
 
 # --- locating the data --------------------------------------------------------------------
@@ -230,161 +213,39 @@ def id_blocks(ids: np.ndarray) -> np.ndarray:
     return ids // width
 
 
-def load_splits(cfg: DictConfig) -> tuple[Reviews, Reviews, Reviews, str]:
+class Splits(NamedTuple):
+    train: Reviews
+    val: Reviews
+    test: Reviews  # read only for the final evaluation of a chosen model
+    source: str    # the directory or archive they came from
+
+
+def load_splits(cfg: DictConfig) -> Splits:
     """Raw train/val/test reviews for this config; test is only read for final evaluation."""
     source = resolve_source(cfg.data)
     splits = read_reviews(source)
     train = subsample(splits["train"], cfg.data.train_samples, cfg.seed)
     test = subsample(splits["test"], cfg.data.test_samples, cfg.seed)
     train, val = split_train_val(train, cfg.data.val_fraction, cfg.seed, cfg.data.val_split)
-    return train, val, test, str(source)
+    return Splits(train, val, test, str(source))
 
 
 def load_test_reviews(cfg: DictConfig) -> Reviews:
     """The held-out test reviews as raw text (the same subsample for every model)."""
-    return load_splits(cfg)[2]
+    return load_splits(cfg).test
 
 
-# --- tokenizing and caching -----------------------------------------------------------------
+class ReviewSplits:
+    """cfg's splits, read from the archive on first use and kept: a sweep hands one to the token
+    cache, word2vec, the baseline and the final evaluation, so it reads the archive at most once
+    (not at all when the caches are warm and the baseline is logged). Trial variants share it:
+    the keys that choose the reviews (config.SPLIT_KEYS) are never searched."""
 
+    def __init__(self, cfg: DictConfig):
+        self._cfg = cfg
+        self._splits: Splits | None = None
 
-def make_vectorizer(data_cfg: DictConfig, vocabulary: list[str] | None = None):
-    """Raw text -> token ids of every word -> data.sequence_length ids from data.truncate's side.
-
-    Its first layer (the TextVectorization) alone gives a review's whole token stream.
-    """
-    import keras
-
-    from sentiment.serving import KeepTokens, standardize_review
-
-    text_to_ids = keras.layers.TextVectorization(
-        max_tokens=data_cfg.vocab_size, standardize=standardize_review, vocabulary=vocabulary, name="text_to_ids"
-    )
-    keep = KeepTokens(data_cfg.sequence_length, data_cfg.truncate, name="keep_tokens")
-    return keras.Sequential([text_to_ids, keep], name="vectorizer")
-
-
-def tokenize(cfg: DictConfig) -> TokenizedData:
-    """Adapt the vocabulary on the training split only, then turn every split into ids."""
-    import tensorflow as tf
-
-    train, val, test, source = load_splits(cfg)
-    vectorizer = make_vectorizer(cfg.data)
-    text_to_ids = vectorizer.layers[0]
-    text_to_ids.adapt(tf.data.Dataset.from_tensor_slices(train.texts).batch(1024))
-    ids = lambda r: _vectorize(vectorizer, r.texts)  # noqa: E731
-    return TokenizedData(
-        ids(train), train.labels, ids(val), val.labels, ids(test), test.labels,
-        [str(token) for token in text_to_ids.get_vocabulary()], source,
-    )
-
-
-def token_streams(cfg: DictConfig, vocabulary: list[str]) -> Iterator[list[int]]:
-    """Every training review as its full list of token ids (no truncation, no padding)."""
-    train = load_splits(cfg)[0]
-    text_to_ids = make_vectorizer(cfg.data, vocabulary).layers[0]
-    for start in range(0, len(train), 1024):
-        for row in text_to_ids(train.texts[start:start + 1024]).numpy():
-            yield row[row > 0].tolist()
-
-
-def _vectorize(vectorizer, texts: list[str], batch: int = 2048) -> np.ndarray:
-    import tensorflow as tf
-
-    parts = [vectorizer(tf.constant(texts[i : i + batch])).numpy().astype("int32")
-             for i in range(0, len(texts), batch)]
-    return np.concatenate(parts)
-
-
-def cache_key(cfg: DictConfig, keys: tuple[str, ...] = TOKEN_KEYS, **extra) -> str:
-    """Names what a cached file was computed from: the data file, the seed and the data `keys`."""
-    source = resolve_source(cfg.data)
-    stat = source.stat()
-    fields = {
-        "format": CACHE_FORMAT,
-        "source": str(source.resolve()),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "seed": cfg.seed,
-        **{key.removeprefix("data."): OmegaConf.select(cfg, key) for key in keys},
-        **extra,
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
-
-
-_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-
-
-def load_data(cfg: DictConfig) -> TokenizedData:
-    """Tokenized arrays for this data config, computed once and reused from the disk cache."""
-    path = cache_dir(cfg.data) / f"imdb-{cache_key(cfg)}.npz"
-    cached = _read_cache(path)
-    if cached is not None:
-        log.info("using tokenized data cached at %s", path)
-        return cached
-    log.info("tokenizing %s (cached afterwards at %s)", resolve_source(cfg.data), path)
-    data = tokenize(cfg)
-    _write_cache(path, data)
-    return data
-
-
-def data_for(variant: DictConfig, base: DictConfig, data: TokenizedData) -> TokenizedData:
-    """The arrays for `variant` (a trial's or a member's config): `base`'s `data` when they agree
-    on every token key, else its own (cached per data config: tokenized once per choice)."""
-    same_tokens = all(OmegaConf.select(variant, key) == OmegaConf.select(base, key) for key in TOKEN_KEYS)
-    return data if same_tokens else load_data(variant)
-
-
-def _read_cache(path: Path) -> TokenizedData | None:
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in _ARRAYS}
-            vocabulary, source = npz["vocabulary"].tolist(), str(npz["source"])
-        for split in ("train", "val", "test"):
-            if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
-                raise ValueError(f"{split} ids and labels differ in length")
-    except Exception as err:  # any damage means: rebuild, never train on a broken cache
-        log.warning("tokenized cache %s is unreadable (%s); rebuilding it", path, err)
-        return None
-    return TokenizedData(**arrays, vocabulary=vocabulary, source=source)
-
-
-def _write_cache(path: Path, data: TokenizedData) -> None:
-    # Write then rename, so a concurrent reader never sees half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(tmp, **{k: getattr(data, k) for k in _ARRAYS},
-                 vocabulary=np.array(data.vocabulary), source=np.array(data.source))
-    os.replace(tmp.name, path)
-
-
-def to_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
-               bucket_boundaries: list[int] | None = None):
-    """tf.data pipeline over in-memory arrays; shuffles (seeded) for training only.
-
-    With bucket_boundaries, reviews are grouped by length and each batch is padded only up to
-    its bucket's bound, so the LSTM steps over far less padding (the order of rows changes).
-    Fixed bounds keep the number of batch shapes small: with a new shape per batch, TensorFlow
-    falls back to a shape-generic graph that runs ~1.6x slower on CPU.
-    """
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("float32")))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    bounds = [b for b in (bucket_boundaries or []) if b < x.shape[1]]
-    if not bounds:
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    # Padding (id 0) only trails a review, so its length is its count of non-zero ids (at least 1).
-    ds = ds.map(lambda ids, label: (ids[: tf.maximum(tf.math.count_nonzero(ids, dtype=tf.int32), 1)], label),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.bucket_by_sequence_length(
-        lambda ids, label: tf.shape(ids)[0],
-        # A bucket [a, b) is padded to b - 1; the last one to the full sequence length.
-        bucket_boundaries=[b + 1 for b in bounds] + [x.shape[1] + 1],
-        bucket_batch_sizes=[batch_size] * (len(bounds) + 2),
-        pad_to_bucket_boundary=True,
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    def get(self) -> Splits:
+        if self._splits is None:
+            self._splits = load_splits(self._cfg)
+        return self._splits

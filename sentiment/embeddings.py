@@ -16,13 +16,15 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sentiment.config import VOCABULARY_KEYS
-from sentiment.data import cache_dir, cache_key, token_streams
+from sentiment.data import cache_dir
+from sentiment.tokens import TokenizedData, cache_key, token_streams
 
 log = logging.getLogger(__name__)
 
 
-def embedding_matrix(cfg: DictConfig, vocabulary: list[str]) -> np.ndarray:
-    """(len(vocabulary), model.embedding_dim) word2vec vectors; row 0 (padding) is zero."""
+def embedding_matrix(cfg: DictConfig, data: TokenizedData) -> np.ndarray:
+    """(len(data.vocabulary), model.embedding_dim) word2vec vectors; row 0 (padding) is zero."""
+    vocabulary = data.vocabulary
     settings = dict(cfg.model.word2vec)
     key = cache_key(cfg, VOCABULARY_KEYS, dim=cfg.model.embedding_dim, **settings)
     path = cache_dir(cfg.data) / f"word2vec-{key}.npy"
@@ -34,17 +36,18 @@ def embedding_matrix(cfg: DictConfig, vocabulary: list[str]) -> np.ndarray:
                 return matrix
         except (OSError, ValueError) as err:
             log.warning("word2vec cache %s is unreadable (%s); rebuilding it", path, err)
-    matrix = train_word2vec(cfg, vocabulary)
+    matrix = train_word2vec(cfg, data)
     _write_atomically(path, matrix)
     return matrix
 
 
-def train_word2vec(cfg: DictConfig, vocabulary: list[str]) -> np.ndarray:
+def train_word2vec(cfg: DictConfig, data: TokenizedData) -> np.ndarray:
     from gensim.models import Word2Vec
 
+    vocabulary = data.vocabulary
     settings = cfg.model.word2vec
     # gensim keys are strings; a token id as text keeps words and ids in one table.
-    sentences = [[str(i) for i in ids] for ids in token_streams(cfg, vocabulary)]
+    sentences = [[str(i) for i in ids] for ids in token_streams(cfg, data)]
     start = time.perf_counter()
     log.info("training word2vec (%d-d, skip-gram) on %d training reviews", cfg.model.embedding_dim, len(sentences))
     w2v = Word2Vec(

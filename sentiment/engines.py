@@ -1,44 +1,129 @@
-"""The search engines: which exist, which algorithms each runs, and the module that runs it.
+"""Which search engines, Optuna samplers and pruners and Keras Tuner oracles exist: one table each,
+name -> constructor. Config validation, the sweep, its workers and the benchmark ask here; no
+other module lists these names.
 
-Config validation, the sweep, its workers and the benchmark all ask here; nothing else names
-an engine's module or algorithms.
+Each constructor imports its library when called: config validation reads the names before any
+command pays for importing Optuna or TensorFlow.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
+from typing import Any
 
 from omegaconf import DictConfig
+
+# --- Optuna samplers: (seed, startup trials) -> sampler ----------------------------------------
+# startup trials: how many finished trials a model-based sampler draws at random before it models
+# (sweep.startup_trials).
+
+
+def _tpe(seed: int, startup: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def _random(seed: int, startup: int):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _cmaes(seed: int, startup: int):
+    import optuna
+
+    # CMA-ES searches the numeric dimensions; categorical ones fall back to random sampling.
+    return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+
+
+SAMPLERS: dict[str, Callable[[int, int], Any]] = {"tpe": _tpe, "random": _random, "cmaes": _cmaes}
+
+
+# --- Optuna pruners: (sweep.pruner, train.max_epochs) -> pruner; the resource is epochs trained ---
+
+
+def _median(pruner: DictConfig, max_epochs: int):
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=pruner.n_startup_trials, n_warmup_steps=pruner.n_warmup_steps)
+
+
+def _successive_halving(pruner: DictConfig, max_epochs: int):
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=pruner.min_epochs,
+                                                  reduction_factor=pruner.reduction_factor)
+
+
+def _hyperband(pruner: DictConfig, max_epochs: int):
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=pruner.min_epochs, max_resource=max_epochs,
+                                          reduction_factor=pruner.reduction_factor)
+
+
+def _no_pruning(pruner: DictConfig, max_epochs: int):
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+PRUNERS: dict[str, Callable[[DictConfig, int], Any]] = {
+    "median": _median, "successive_halving": _successive_halving, "hyperband": _hyperband, "none": _no_pruning,
+}
+
+
+# --- Keras Tuner oracles: (config, the arguments every oracle takes) -> oracle --------------------
+
+
+def _kt_hyperband(cfg: DictConfig, common: dict):
+    import keras_tuner as kt
+
+    oracle = kt.oracles.HyperbandOracle(max_epochs=cfg.train.max_epochs, factor=3, **common)
+    oracle.max_trials = cfg.sweep.n_trials  # Hyperband has no such argument: its brackets would run on
+    return oracle
+
+
+def _kt_bayesian(cfg: DictConfig, common: dict):
+    import keras_tuner as kt
+
+    return kt.oracles.BayesianOptimizationOracle(max_trials=cfg.sweep.n_trials, **common)
+
+
+def _kt_random(cfg: DictConfig, common: dict):
+    import keras_tuner as kt
+
+    return kt.oracles.RandomSearchOracle(max_trials=cfg.sweep.n_trials, **common)
+
+
+ORACLES: dict[str, Callable[[DictConfig, dict], Any]] = {
+    "hyperband": _kt_hyperband, "bayesian": _kt_bayesian, "random": _kt_random,
+}
+
+
+# --- the engines ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Engine:
     name: str
     algorithms: tuple[str, ...]  # sweep.algorithm choices; null picks the first
-    module: str                  # has search(cfg, data) -> SearchOutcome and finished_outcome(cfg)
-    shares_workers: bool         # several worker processes may run one study (its module: run_trials)
+    shares_workers: bool         # several worker processes may run one study (search.contract.SharedStudyEngine)
 
 
-ENGINES = {
-    # Optuna's samplers are built by sampling.SAMPLERS.
-    "optuna": Engine("optuna", ("tpe", "random", "cmaes"), "sentiment.search_optuna", shares_workers=True),
+ENGINES = {engine.name: engine for engine in (
+    Engine("optuna", tuple(SAMPLERS), shares_workers=True),
     # Keras Tuner has its own chief/worker mode, which the sweep does not drive.
-    "keras_tuner": Engine("keras_tuner", ("hyperband", "bayesian", "random"), "sentiment.search_keras_tuner",
-                          shares_workers=False),
-}
+    Engine("keras_tuner", tuple(ORACLES), shares_workers=False),
+)}
 
 
-def engine(cfg: DictConfig) -> Engine:
+def engine_spec(cfg: DictConfig) -> Engine:
     return ENGINES[cfg.sweep.engine]
 
 
 def search_algorithm(cfg: DictConfig) -> str:
     """sweep.algorithm, or the engine's default when it is null."""
-    return cfg.sweep.algorithm or engine(cfg).algorithms[0]
-
-
-def engine_module(cfg: DictConfig) -> ModuleType:
-    """The module that runs cfg's engine (imported on use: each pulls in its own library)."""
-    return importlib.import_module(engine(cfg).module)
+    return cfg.sweep.algorithm or engine_spec(cfg).algorithms[0]

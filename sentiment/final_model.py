@@ -4,7 +4,7 @@ each as its trial trained it or refit on train+val for its best epoch count (swe
 Members are chosen on validation only: for an ensemble, the top `sweep.ensemble_size` trials
 by the search objective are the candidates, and the members are the run of them from the top
 whose mean scores best on that objective (a weak tail does not dilute a strong head).
-With sweep.calibrate, the mean's probability is Platt-scaled on validation (serving.Calibration):
+With sweep.calibrate, the mean's probability is Platt-scaled on validation (model_code.Calibration):
 on movies it never trained on, a model's decision offset drifts from 0.5, and the movie-disjoint
 validation split (data.val_split=id_blocks) measures that drift as the test movies will show it.
 Refit members have trained on the validation reviews, so their scaling is the one fitted on their
@@ -27,14 +27,17 @@ from sklearn.linear_model import LogisticRegression
 
 from sentiment import tracking
 from sentiment.config import OBJECTIVE_METRICS, apply_sample, maximizes
-from sentiment.data import TokenizedData, data_for, make_vectorizer
 from sentiment.metrics import classification_metrics
 from sentiment.model import calibrated, end_to_end, ensemble
-from sentiment.serving import Calibration
+from sentiment.model_code import Calibration
+from sentiment.search.contract import BestTrial, SearchOutcome
+from sentiment.search.trial import EpochLog, trial_seed
+from sentiment.tokens import TokenizedData, data_for, make_vectorizer
 from sentiment.train import predict_proba, refit
-from sentiment.trial import BestTrial, EpochLog, SearchOutcome, trial_seed
 
 log = logging.getLogger(__name__)
+
+REFIT_OF_TAG = "refit.of"  # a refit run's tag: the trial run whose config it retrained
 
 
 @dataclass
@@ -95,7 +98,7 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     member_data = [data_for(member_cfg, cfg, data) for member_cfg in member_cfgs]
     trained = [tracking.load_keras_model(candidate.run_id) for candidate in candidates]
     val = [predict_proba(model, d.x_val, c.data.bucket_boundaries)
-           for model, d, c in zip(trained, member_data, member_cfgs)]
+           for model, d, c in zip(trained, member_data, member_cfgs, strict=True)]
     n = 1
     if len(candidates) > 1:
         n = best_prefix(data.y_val, val, cfg.sweep.objective)
@@ -136,15 +139,14 @@ def refit_member(member_cfg: DictConfig, data: TokenizedData, member: BestTrial)
     """The member's config trained on train+val for its trial's best epoch count, in a nested
     `refit` run beside the trials. A refit that finished earlier (a sweep cut off before it
     registered) is reused rather than trained again."""
-    done = mlflow.search_runs(output_format="list", max_results=1, filter_string=(
-        f"tags.role = 'refit' and tags.`refit.of` = '{member.run_id}' and attributes.status = 'FINISHED'"))
+    done = tracking.find_runs(tracking.REFIT, {REFIT_OF_TAG: member.run_id}, finished=True, max_results=1)
     if done:
         log.info("reusing refit run %s of trial %s", done[0].info.run_id, member.trial_id)
         return tracking.load_keras_model(done[0].info.run_id)
     epochs = int(mlflow.get_run(member.run_id).data.metrics["best_epoch"])
     name = f"refit-{member.trial_id}"
     log.info("%s: training trial %s's config on train+val for %d epochs", name, member.trial_id, epochs)
-    mlflow.start_run(run_name=name, nested=True, tags={"role": "refit", "refit.of": member.run_id})
+    mlflow.start_run(run_name=name, nested=True, tags={tracking.ROLE_TAG: tracking.REFIT, REFIT_OF_TAG: member.run_id})
     try:
         mlflow.log_params({**tracking.config_params(member_cfg), "refit.epochs": epochs})
         model = refit(member_cfg, data, epochs, callbacks=[tracking.EpochMetricsCallback(), EpochLog(name)])

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sentiment.serving import Calibration, MaskedPooling
+from sentiment.model_code import Calibration, MaskedPooling
 
 
 def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None = None,

@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 
 import mlflow
-import optuna
 import pandas as pd
 
 from sentiment.metrics import METRICS
-from sentiment.trial import SearchOutcome
+from sentiment.search.contract import SearchOutcome
 
 log = logging.getLogger(__name__)
-
-OPTUNA_PLOTS = {
-    "optimization_history": (optuna.visualization.plot_optimization_history,
-                             optuna.visualization.matplotlib.plot_optimization_history),
-    "param_importances": (optuna.visualization.plot_param_importances,
-                          optuna.visualization.matplotlib.plot_param_importances),
-    "parallel_coordinate": (optuna.visualization.plot_parallel_coordinate,
-                            optuna.visualization.matplotlib.plot_parallel_coordinate),
-}
-
-
-def optuna_trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, best objective first (unfinished trials last)."""
-    frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
-    if frame.empty:
-        return frame
-    frame = frame.rename(columns=lambda c: c.replace("params_", "").replace("user_attrs_", ""))
-    frame = frame.drop(columns=[c for c in ("mlflow_run_id",) if c in frame.columns])
-    frame["duration"] = frame["duration"].dt.total_seconds().round(1)
-    ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
-    return frame.sort_values("value", ascending=ascending, na_position="last").reset_index(drop=True)
 
 
 def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluation=None,
@@ -49,31 +26,6 @@ def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluat
         mlflow.log_metrics({f"best_{k}": v for k, v in outcome.best.val_metrics.items()})
     mlflow.log_text(summary_markdown(outcome, study_name, objective, evaluation), "summary.md")
     mlflow.set_tag("mlflow.note.content", description_markdown(outcome, objective, headline))
-
-
-def log_optuna_plots(study: optuna.Study) -> None:
-    """Optuna's plots as interactive HTML and as PNG, under plots/ of the active run."""
-    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(completed) < 2:
-        log.info("fewer than 2 completed trials: skipping Optuna plots")
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for name, (plotly_plot, matplotlib_plot) in OPTUNA_PLOTS.items():
-        try:
-            mlflow.log_figure(plotly_plot(study), f"plots/{name}.html")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
-                axes = matplotlib_plot(study)
-            figure = getattr(axes, "figure", None) or axes.flat[0].figure
-            figure.tight_layout()
-            mlflow.log_figure(figure, f"plots/{name}.png")
-            plt.close(figure)
-        except Exception as err:  # a plot that cannot be drawn must not cost the sweep its results
-            log.warning("could not draw %s: %s", name, err)
 
 
 def log_evaluation(evaluation) -> None:
@@ -142,14 +94,16 @@ class Headline:
     baseline: dict[str, float]
 
     @classmethod
-    def from_evaluation(cls, evaluation, version: str) -> "Headline":
+    def from_evaluation(cls, evaluation, version: str) -> Headline:
         final = evaluation.final
         return cls(final.kind, version, [m.run_id for m in final.members], len(final.test_probability),
                    evaluation.val_metrics["accuracy"], evaluation.test_metrics, evaluation.baseline_metrics)
 
     @classmethod
-    def from_version_tags(cls, version: str, tags: dict[str, str]) -> "Headline":
-        pick = lambda prefix: {m: float(tags[prefix + m]) for m in METRICS if prefix + m in tags}  # noqa: E731
+    def from_version_tags(cls, version: str, tags: dict[str, str]) -> Headline:
+        def pick(prefix: str) -> dict[str, float]:
+            return {m: float(tags[prefix + m]) for m in METRICS if prefix + m in tags}
+
         return cls(tags.get("final_model", "best trial"), version, tags.get("member_run_ids", "").split(","),
                    int(tags.get("test_samples", 0)), float(tags.get("val_accuracy", "nan")),
                    pick("test_"), pick("baseline_test_"))
@@ -193,7 +147,9 @@ def evaluation_markdown(evaluation) -> list[str]:
 
 
 def markdown_table(frame: pd.DataFrame) -> list[str]:
-    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
     rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
     rows += [" | ".join(cell(v) for v in row) for row in frame.itertuples(index=False)]
     return [f"| {row} |" for row in rows]

@@ -7,22 +7,20 @@ import logging
 from dataclasses import dataclass
 
 import mlflow
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from sentiment import registry, report, tracking
-from sentiment.baseline import (
-    baseline_test_probability,
-    find_baseline_run,
-    log_baseline,
-)
-from sentiment.engines import engine_module, search_algorithm
-from sentiment.data import TokenizedData, load_data, load_test_reviews
+from sentiment import report, tracking
+from sentiment.baseline import baseline_test_probability, find_baseline_run, log_baseline
+from sentiment.data import ReviewSplits
+from sentiment.engines import search_algorithm
 from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
 from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
-from sentiment.trial import SearchOutcome
-from sentiment.workers import check_shareable, run_workers
+from sentiment.registry import versions
+from sentiment.search.contract import SearchOutcome
+from sentiment.search.implementations import engine_for, shared_study_engine
+from sentiment.search.workers import check_shareable, run_workers
+from sentiment.tokens import TokenizedData, load_data
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +52,19 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     """
     check_shareable(cfg, workers)
     experiment_id = tracking.connect(cfg.tracking, write=True)  # fails fast, before any data or training
-    engine = engine_module(cfg)
-    done = _complete_version(cfg, engine, experiment_id)
+    done = _complete_version(cfg, experiment_id)
     if done is not None:
         return done
-    data = load_data(cfg)  # also fills the token cache the workers read
+    # The archive is read at most once, on first use: by the token cache, word2vec, the baseline
+    # or the final evaluation, whichever needs the raw reviews first.
+    data = load_data(cfg, ReviewSplits(cfg))  # also fills the token cache the workers read
     parent = open_parent_run(cfg, experiment_id)
     try:
         if cfg.sweep.baseline and find_baseline_run(experiment_id, cfg.sweep.study_name) is None:
-            log_baseline(cfg)
+            log_baseline(cfg, data.reviews)
         if workers > 1:
             run_workers(cfg, workers, parent.info.run_id)
-        outcome = engine.search(cfg, data)
+        outcome = engine_for(cfg).search(cfg, data)
         version, evaluation = register_final(cfg, outcome, experiment_id, data)
         report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation,
                            _headline(cfg, version, evaluation))
@@ -76,14 +75,16 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     return SweepResult(outcome, parent.info.run_id, experiment_id, version)
 
 
-def _complete_version(cfg: DictConfig, engine, experiment_id: str) -> SweepResult | None:
-    """The result of a study that has all its trials and its registered final model, if it has."""
-    outcome = engine.finished_outcome(cfg)
+def _complete_version(cfg: DictConfig, experiment_id: str) -> SweepResult | None:
+    """The result of a study that has all its trials and its registered final model, if it has
+    (engines whose study is shared know that without running; Keras Tuner decides for itself)."""
+    engine = shared_study_engine(cfg)
+    outcome = engine.finished_outcome(cfg) if engine is not None else None
     if outcome is None:
         return None
     candidates = select_candidates(cfg, outcome)
     identity = final_model_identity(cfg, candidates)
-    version = registry.find_version(cfg.tracking.model_name, **identity) if candidates else None
+    version = versions.find_version(cfg.tracking.model_name, **identity) if candidates else None
     parent = find_parent_runs(experiment_id, cfg.sweep.study_name)
     if version is None or not parent:
         return None
@@ -94,8 +95,8 @@ def _complete_version(cfg: DictConfig, engine, experiment_id: str) -> SweepResul
 
 def find_parent_runs(experiment_id: str, study: str) -> list:
     """The study's sweep runs, oldest first (one, unless two workers raced to create it)."""
-    return mlflow.search_runs([experiment_id], output_format="list", order_by=["attributes.start_time ASC"],
-                              filter_string=f"tags.role = 'sweep' and tags.`sweep.study` = '{study}'")
+    return tracking.find_runs(tracking.SWEEP, {tracking.STUDY_TAG: study}, [experiment_id],
+                              order_by=["attributes.start_time ASC"])
 
 
 def open_parent_run(cfg: DictConfig, experiment_id: str):
@@ -124,7 +125,7 @@ def _headline(cfg: DictConfig, version: str | None, evaluation: Evaluation | Non
     if evaluation is not None:
         return report.Headline.from_evaluation(evaluation, version)
     # The final model did not change since an earlier invocation: its version holds its result.
-    return report.Headline.from_version_tags(version, registry.get_version(cfg.tracking.model_name, version).tags)
+    return report.Headline.from_version_tags(version, versions.get_version(cfg.tracking.model_name, version).tags)
 
 
 def _end_parent_quietly(status: str) -> None:
@@ -136,11 +137,12 @@ def _end_parent_quietly(status: str) -> None:
 
 
 def _parent_tags(cfg: DictConfig) -> dict[str, str]:
-    return {"role": "sweep", "sweep.study": cfg.sweep.study_name, "sweep.engine": cfg.sweep.engine,
+    return {tracking.ROLE_TAG: tracking.SWEEP, tracking.STUDY_TAG: cfg.sweep.study_name, "sweep.engine": cfg.sweep.engine,
             "sweep.algorithm": search_algorithm(cfg)}
 
 
-def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, data: TokenizedData) -> tuple[str | None, Evaluation | None]:
+def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
+                   data: TokenizedData) -> tuple[str | None, Evaluation | None]:
     """Build the final model from the best trials, evaluate it once on test, register it."""
     candidates = select_candidates(cfg, outcome)
     if not candidates:
@@ -148,7 +150,7 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, 
         return None, None
     model_name, study = cfg.tracking.model_name, cfg.sweep.study_name
     identity = final_model_identity(cfg, candidates)
-    existing = registry.find_version(model_name, **identity)
+    existing = versions.find_version(model_name, **identity)
     if existing is not None:
         log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
         return str(existing.version), None
@@ -165,8 +167,8 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str, 
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
             **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},
             **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()}}
-    registry.tag_version(model_name, version, tags)
-    registry.describe_version(model_name, version, report.version_description(study, evaluation))
+    versions.tag_version(model_name, version, tags)
+    versions.describe_version(model_name, version, report.version_description(study, evaluation))
     log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version,
              evaluation.final.kind, evaluation.test_metrics["accuracy"])
     return version, evaluation
@@ -180,9 +182,7 @@ def calibration_tags(final: FinalModel) -> dict[str, float]:
 
 def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str, data: TokenizedData) -> Evaluation:
     """Score the final model (and the baseline, from its stored probabilities) on the same reviews."""
-    test_reviews = load_test_reviews(cfg)
-    if not np.array_equal(test_reviews.labels, data.y_test):
-        raise RuntimeError("test reviews and token ids disagree: clear the token cache")  # never expected
+    test_reviews = data.reviews.get().test  # the reviews behind data.x_test (tokens.load_data)
     probabilities = {"final model": final.test_probability}
     baseline = baseline_test_probability(experiment_id, cfg.sweep.study_name, len(data.y_test))
     if baseline is not None:

@@ -1,4 +1,5 @@
-"""Everything MLflow: the store, runs, params, per-epoch metrics, artifacts and logged models."""
+"""Everything MLflow: the store, runs and their roles, params, per-epoch metrics, artifacts and
+logged models, and one-line answers when a tracking server refuses a credential or permission."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
-from sentiment.config import MODEL_GROUPS, OPERATIONAL_KEYS, flatten, sqlite_file
+from sentiment import model_code
+from sentiment.config import MODEL_GROUPS, OPERATIONAL_KEYS, flatten
 from sentiment.errors import TrackingError
+from sentiment.model_code import KERAS_ARTIFACT, TEXT_COLUMN
+from sentiment.stores import is_server, sqlite_file
 
 log = logging.getLogger(__name__)
 
-KERAS_ARTIFACT_DIR = "keras_model"  # per-run artifact: the trained token-id model
-SERVING_CODE = Path(__file__).with_name("serving.py")
+KERAS_ARTIFACT_DIR = KERAS_ARTIFACT  # each trial run's artifact folder for its trained token-id model
+MODEL_CODE = Path(model_code.__file__)  # logged with every raw-text model: the code that serves it
+CREDENTIALS_HINT = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
 EXAMPLE_REVIEWS = ["An absolute delight, I loved every minute.", "Dull, predictable and far too long."]
 
 
@@ -37,8 +42,6 @@ def connect(tracking_cfg: DictConfig, write: bool = False) -> str:
     its runs table rather than on GenAI traces. The mark is written again on every write
     connect: a change to nothing that a server refuses at once if the user may only read.
     """
-    from sentiment.access import refusal
-
     mlflow.set_tracking_uri(tracking_cfg.uri)
     client = mlflow.MlflowClient()
     try:
@@ -75,6 +78,27 @@ def short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
+def username() -> str | None:
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username
+
+
+def refusal(err: BaseException, uri: str, action: str, fix: str | None = None) -> TrackingError | None:
+    """A one-line error for a refused credential (401) or permission (403), else None. `fix` says
+    what to do about a 403 (default: ask the admin for the trainer role)."""
+    code = str(getattr(err, "error_code", ""))
+    if code == "UNAUTHENTICATED":
+        user = username()
+        said = f"refused the password of user {user!r}" if user else "needs a user name and password"
+        return TrackingError(f"the tracking server {uri} {said}: {CREDENTIALS_HINT}")
+    if code == "PERMISSION_DENIED":
+        user = username()
+        fix = fix or f"the server's admin can allow it with `make user NAME={user} ROLE=trainer`"
+        return TrackingError(f"user {user!r} may not {action} on {uri}: {fix}")
+    return None
+
+
 def is_outage(err: BaseException) -> bool:
     """True when err (or what caused it) means the tracking server could not be reached."""
     import requests
@@ -107,8 +131,30 @@ def fail_orphaned_run(run_id: str | None, reason: str) -> None:
 def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:
     """The experiment's runs table in the model-training view. MLflow 3.17's UI picks GenAI or
     model training from its own toggle (remembered by the browser), which this query sets."""
-    base = tracking_uri if tracking_uri.startswith("http") else ui
+    base = tracking_uri if is_server(tracking_uri) else ui
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+# --- what a run is: its `role` tag, and finding runs by it -------------------------------------
+
+ROLE_TAG = "role"
+SWEEP, TRIAL, BASELINE, REFIT, TRAIN = "sweep", "trial", "baseline", "refit", "train"  # its values
+STUDY_TAG = "sweep.study"  # the study a sweep, or its baseline, belongs to
+
+
+def find_runs(role: str, tags: dict[str, str] | None = None, experiment_ids: list[str] | None = None,
+              parent_run_id: str | None = None, finished: bool = False, order_by: list[str] | None = None,
+              max_results: int | None = None) -> list:
+    """Runs of one role with these tag values, in the given experiments (default: the active one);
+    only FINISHED ones with `finished`."""
+    clauses = [f"tags.`{name}` = '{value}'" for name, value in {ROLE_TAG: role, **(tags or {})}.items()]
+    if parent_run_id:
+        clauses.append(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    if finished:
+        clauses.append("attributes.status = 'FINISHED'")
+    limit = {"max_results": max_results} if max_results else {}
+    return mlflow.search_runs(experiment_ids, output_format="list", order_by=order_by,
+                              filter_string=" and ".join(clauses), **limit)
 
 
 def config_params(cfg: DictConfig) -> dict[str, Any]:
@@ -158,7 +204,7 @@ def end_run(status: str, tags: dict[str, str] | None = None) -> None:
 
 
 TEXT_SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "text")]),
+    inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
     outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label")]),
 )
 
@@ -173,10 +219,10 @@ def log_text_model(text_model: keras.Model, registered_model_name: str | None = 
         text_model.save(path)
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(SERVING_CODE),
-            artifacts={"keras_model": str(path)},
+            python_model=str(MODEL_CODE),
+            artifacts={KERAS_ARTIFACT: str(path)},
             signature=TEXT_SIGNATURE,
-            input_example=pd.DataFrame({"text": EXAMPLE_REVIEWS}),
+            input_example=pd.DataFrame({TEXT_COLUMN: EXAMPLE_REVIEWS}),
             pip_requirements=[
                 f"tensorflow=={tf.__version__}",
                 f"keras=={keras.__version__}",

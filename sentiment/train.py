@@ -11,8 +11,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sentiment.config import maximizes
-from sentiment.data import TokenizedData, to_dataset
+from sentiment.embeddings import embedding_matrix
 from sentiment.model import build_model
+from sentiment.tokens import TokenizedData, to_dataset
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,7 @@ def init_seed(cfg: DictConfig) -> int:
 def initial_embeddings(cfg: DictConfig, data: TokenizedData) -> np.ndarray | None:
     if cfg.model.embedding_init == "random":
         return None
-    from sentiment.embeddings import embedding_matrix
-
-    return embedding_matrix(cfg, data.vocabulary)
+    return embedding_matrix(cfg, data)
 
 
 def steps_per_epoch(cfg: DictConfig, n_reviews: int) -> int:

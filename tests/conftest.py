@@ -115,12 +115,12 @@ def registry_store(tmp_path_factory, imdb_dir):
 
 # Tests that open many PostgreSQL connections (server processes with connection pools) run in
 # one process, one after the other, so two of them never exhaust the server's max_connections
-# together: test_access (its module fixtures serve a server on PostgreSQL) and every test that
+# together: test_tracking_server (its module fixtures serve a server on PostgreSQL) and every test that
 # asks for fresh PostgreSQL databases. The other fault tests share nothing, so each is a group
 # of its own and the two workers balance them; every other file is one group (its module
 # fixtures stay in one process). `make test` runs pytest with --dist loadgroup; pyproject.toml
 # keeps pytest below 9.2, which ignores the group suffix xdist adds to node ids.
-POSTGRESQL_FILES = {"test_access"}
+POSTGRESQL_FILES = {"test_tracking_server"}
 INDEPENDENT_FILES = {"test_faults"}
 
 

@@ -9,8 +9,8 @@ import tensorflow as tf
 from sentiment import data
 from sentiment.config import load_config
 from sentiment.errors import DatasetError
-from sentiment.serving import standardize_review
-from tests.conftest import TEST_ONLY, tiny_overrides, write_archive, write_imdb
+from sentiment.model_code import standardize_review
+from tests.conftest import tiny_overrides, write_archive, write_imdb
 
 
 def test_directory_and_archive_read_the_same_reviews(imdb_dir, imdb_archive):
@@ -65,32 +65,6 @@ def test_id_blocks_need_aclimdb_file_names():
     reviews = data.Reviews(["a", "b", "c", "d"], np.array([0, 1, 0, 1]), np.array([0, 1, -1, 2]))
     with pytest.raises(DatasetError, match="<id>_<rating>.txt.*data.val_split=random"):
         data.split_train_val(reviews, 0.5, seed=0)
-
-
-def test_vocabulary_is_adapted_on_training_split_only(tiny_cfg):
-    tokenized = data.load_data(tiny_cfg)
-    assert TEST_ONLY not in tokenized.vocabulary
-    assert "great" in tokenized.vocabulary
-    assert tokenized.x_train.shape == (90, 24) and tokenized.x_test.shape == (40, 24)
-    # The test-only word is out of vocabulary: it maps to the [UNK] id 1 in every test review.
-    assert all(1 in row for row in tokenized.x_test)
-
-
-def test_tokenized_arrays_are_cached_and_reused(tiny_cfg, monkeypatch):
-    first = data.load_data(tiny_cfg)
-    monkeypatch.setattr(data, "tokenize", lambda cfg: pytest.fail("tokenized twice"))
-    second = data.load_data(tiny_cfg)
-    np.testing.assert_array_equal(first.x_train, second.x_train)
-    assert first.vocabulary == second.vocabulary
-
-
-def test_corrupt_cache_is_detected_and_rebuilt(tiny_cfg):
-    first = data.load_data(tiny_cfg)
-    (cached,) = data.cache_dir(tiny_cfg.data).glob("*.npz")
-    cached.write_bytes(cached.read_bytes()[:100])
-    rebuilt = data.load_data(tiny_cfg)
-    np.testing.assert_array_equal(first.x_val, rebuilt.x_val)
-    assert data._read_cache(cached) is not None
 
 
 def test_missing_path_names_it(tmp_path):

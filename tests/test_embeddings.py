@@ -5,15 +5,15 @@ from pathlib import Path
 import numpy as np
 
 from sentiment.config import apply_sample
-from sentiment.data import load_data
 from sentiment.embeddings import embedding_matrix
 from sentiment.model import build_model
+from sentiment.tokens import load_data
 
 
 def test_word2vec_vectors_initialise_the_embedding_and_are_cached(tiny_cfg):
     cfg = apply_sample(tiny_cfg, {"model.embedding_init": "word2vec"})
     data = load_data(cfg)
-    matrix = embedding_matrix(cfg, data.vocabulary)
+    matrix = embedding_matrix(cfg, data)
     assert matrix.shape == (len(data.vocabulary), cfg.model.embedding_dim) and not matrix[0].any()
     cached = list((Path(cfg.data.cache_dir)).glob("word2vec-*.npy"))
     assert len(cached) == 1 and np.array_equal(np.load(cached[0]), matrix)

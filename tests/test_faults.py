@@ -18,10 +18,11 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from sentiment import tracking
+from sentiment.bench.local_servers import free_port, wait_until_answers
 from sentiment.config import load_config
 from sentiment.errors import TrackingError
-from sentiment.local_servers import free_port, wait_until_answers
-from sentiment.storage import create_database_if_missing, make_storage
+from sentiment.search.storage import make_storage
+from sentiment.stores import create_database_if_missing
 from sentiment.sweep import run_sweep
 from tests.conftest import tiny_overrides
 

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from sentiment.final_model import best_prefix, fit_calibration
-from sentiment.data import make_vectorizer
 from sentiment.model import build_model, calibrated, end_to_end
-from sentiment.serving import KERAS_ARTIFACT, Calibration, ReviewClassifier
+from sentiment.model_code import KERAS_ARTIFACT, Calibration, ReviewClassifier
+from sentiment.tokens import make_vectorizer
 
 LABELS = np.array([1, 0, 1, 0, 1, 0])
 

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from sentiment.config import apply_sample
-from sentiment.data import make_vectorizer
 from sentiment.model import build_model, end_to_end
+from sentiment.tokens import make_vectorizer
 
 
 def _corners(space):
@@ -61,7 +61,7 @@ def test_wider_family_options_build(tiny_cfg):
     ("head+tail", [[1, 2, 5, 6], [7, 8, 0, 0]]),
 ])
 def test_keep_tokens_keeps_the_configured_side_and_pads_at_the_end(side, expected):
-    from sentiment.serving import KeepTokens
+    from sentiment.model_code import KeepTokens
 
     ids = tf.constant([[1, 2, 3, 4, 5, 6], [7, 8, 0, 0, 0, 0]])
     assert KeepTokens(4, side)(ids).numpy().tolist() == expected
@@ -75,7 +75,7 @@ def test_the_vectorizer_keeps_the_end_of_a_long_review(tiny_cfg):
 
 
 def test_masked_pooling_ignores_padding():
-    from sentiment.serving import MaskedPooling
+    from sentiment.model_code import MaskedPooling
 
     steps = tf.constant([[[1.0, -5.0], [3.0, -1.0], [100.0, 100.0]]])  # the last step is padding
     mask = tf.constant([[True, True, False]])

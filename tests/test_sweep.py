@@ -10,9 +10,9 @@ from mlflow import MlflowClient
 
 from sentiment import tracking
 from sentiment.config import load_config
-from sentiment.data import load_data
 from sentiment.errors import ConfigError, TrackingError
 from sentiment.sweep import run_sweep
+from sentiment.tokens import load_data
 from tests.conftest import tiny_overrides, trial_runs
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
@@ -128,9 +128,9 @@ def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
 
 
 def test_registered_ensemble_is_the_calibrated_mean_of_its_members_with_the_baseline_beside_it(swept):
-    from sentiment.data import make_vectorizer
     from sentiment.model import end_to_end
-    from sentiment.serving import Calibration
+    from sentiment.model_code import Calibration
+    from sentiment.tokens import make_vectorizer
 
     cfg, result = swept
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
@@ -202,9 +202,9 @@ def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_calib
         assert "val_loss" not in run.data.metrics and "loss" in run.data.metrics
     # The registered model is the mean of the refit models, not of the trial models, scaled as
     # Platt scaling fitted on the trial models' validation probabilities (the refit ones saw val).
-    from sentiment.data import make_vectorizer
     from sentiment.final_model import fit_calibration
     from sentiment.model import end_to_end
+    from sentiment.tokens import make_vectorizer
     from sentiment.train import predict_proba
 
     data = load_data(cfg)

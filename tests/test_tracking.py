@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from sentiment.config import OPERATIONAL_KEYS, load_config
-from sentiment.data import cache_key
+from sentiment.tokens import cache_key
 from sentiment.tracking import artifact_location, config_params, runs_table_url
 from tests.conftest import tiny_overrides
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from sentiment.data import load_data
+from sentiment.tokens import load_data
 from sentiment.train import refit, train
 
 

@@ -10,8 +10,8 @@ import mlflow
 import pytest
 
 from sentiment import tracking
+from sentiment.bench.local_servers import free_port, wait_until_answers
 from sentiment.config import load_config
-from sentiment.local_servers import free_port, wait_until_answers
 from sentiment.sweep import run_sweep
 from tests.conftest import STRONG_STUDY
 

@@ -1,0 +1,67 @@
+"""Trials whose worker is gone: recognised at once on this host, by heartbeat elsewhere.
+
+Each trial records who runs it (host, pid and the process's start time, so a recycled pid is
+not mistaken for the worker). A sweep that starts on the same host fails the RUNNING trials
+whose process no longer exists right away, through the same callback as a stale heartbeat:
+the trial is retried with its params and its MLflow run marked FAILED.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+WORKER_ATTR = "worker"  # trial system attr: {"host", "pid", "started"}
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of pid (clock ticks since boot), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of stat, counted after the command name
+
+
+def this_worker() -> dict[str, object]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start_time(os.getpid())}
+
+
+def is_dead(worker: dict | None) -> bool:
+    """True only when it is knowable: the worker ran on this host and its process is gone."""
+    if not worker or worker.get("host") != socket.gethostname() or not Path("/proc/self/stat").exists():
+        return False
+    return process_start_time(int(worker["pid"])) != worker.get("started")
+
+
+def record_worker(trial: optuna.Trial) -> None:
+    trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, this_worker())
+
+
+def fail_dead_trials(study: optuna.Study, on_failed: Callable[[optuna.Study, FrozenTrial], None]) -> int:
+    """Fail the RUNNING trials of dead workers on this host; returns how many."""
+    failed = 0
+    # optuna.storages.fail_stale_trials does the same through the private storage handle.
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_dead(trial.system_attrs.get(WORKER_ATTR)):
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        log.warning("trial %d: its worker (pid %s) is gone; failing it now", trial.number,
+                    trial.system_attrs[WORKER_ATTR]["pid"])
+        on_failed(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+        failed += 1
+    return failed

@@ -1,0 +1,70 @@
+"""Where things are stored, by the kind of URL: an MLflow server (http), SQLite, PostgreSQL or an
+Optuna journal file. Every check of a URL's kind is here, and no credential may sit in one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlparse
+
+from sentiment.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+JOURNAL_PREFIX = "journal:"  # sweep.storage=journal:FILE: an Optuna journal file
+
+
+def is_server(uri: str) -> bool:
+    """An MLflow tracking server (http:// or https://), not a local store."""
+    return str(uri).startswith("http")
+
+
+def is_postgresql(url: str) -> bool:
+    return str(url).startswith("postgresql")
+
+
+def is_sqlite(url: str) -> bool:
+    return str(url).startswith("sqlite:")
+
+
+def is_journal(url: str) -> bool:
+    return str(url).startswith(JOURNAL_PREFIX)
+
+
+def journal_file(url: str) -> str:
+    """The file of journal:FILE (journal://FILE works too)."""
+    return str(url).removeprefix(JOURNAL_PREFIX).removeprefix("//")
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative to the working directory), else None."""
+    return Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+
+
+def reject_password_in_url(key: str, url: str | None) -> None:
+    """Credentials never live in config: it is logged with every run and stored with the study."""
+    if url and urlparse(str(url).removeprefix(JOURNAL_PREFIX)).password:
+        where = "PGPASSWORD or ~/.pgpass" if is_postgresql(url) else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        raise ConfigError(f"{key} holds a password: remove it from the URL and set {where} instead")
+
+
+def create_database_if_missing(url: str) -> None:
+    """PostgreSQL URLs name a database; create it on first use so nobody has to by hand."""
+    import psycopg
+    from psycopg import sql
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(scheme="postgresql", path="/postgres").geturl()
+    try:
+        connection = psycopg.connect(admin, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as err:
+        raise ConfigError(f"cannot reach PostgreSQL at {parsed.hostname}:{parsed.port} for database {name} "
+                          f"({str(err).strip().splitlines()[0]}); start it or fix the URL") from None
+    with connection:
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            log.info("creating PostgreSQL database %s", name)
+            try:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another worker created it first

@@ -1,0 +1,189 @@
+"""The shared tracking server `make server` starts (MLflow's basic-auth app on any address beyond
+loopback), and the users its admin adds (`make user`). Clients' one-line answers to a refused
+credential or permission are tracking.refusal.
+
+Clients authenticate the standard MLflow way: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+or ~/.mlflow/credentials. Every authenticated user may read (the auth app's default permission);
+a `trainer` may also edit the experiment and the registered model: log runs, register, promote
+and roll back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig
+
+from sentiment.errors import ConfigError, TrackingError
+from sentiment.stores import create_database_if_missing, is_postgresql, is_server, reject_password_in_url, sqlite_file
+
+# What each role may do beyond reading, as MLflow permissions on the experiment and registered
+# model: EDIT logs runs, registers versions and moves aliases (it cannot delete or grant).
+ROLES = {"reader": None, "trainer": "EDIT"}
+DEFAULT_PERMISSION = "READ"  # any authenticated user: browse runs, load models, predict
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerLaunch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def server_launch(host: str, port: int, backend_store_uri: str, artifacts: str, auth: bool,
+                  workers: int, names: tuple[str, ...] = ()) -> ServerLaunch:
+    """`mlflow server` arguments and environment. Beyond loopback, authentication is always on, and
+    the server answers only to this machine's names and `names` (DNS aliases clients use)."""
+    reject_password_in_url("--backend-store-uri", backend_store_uri)  # it would show in `ps`
+    argv = ["mlflow", "server", "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts,
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+    env = dict(os.environ)
+    if not (auth or not is_loopback(host)):
+        return ServerLaunch(argv, env)  # 127.0.0.1: only this machine can connect, as before
+    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password()
+    # CSRF tokens of the UI are signed with it; MLflow refuses to start the auth app without one.
+    env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(users_database(backend_store_uri)))
+    argv += ["--app-name", "basic-auth"]
+    if not is_loopback(host):
+        names = sorted({*served_names(host), *names})
+        argv += ["--allowed-hosts", ",".join(n for name in names for n in (name, f"{name}:{port}")),
+                 "--cors-allowed-origins", ",".join(f"http://{name}:{port}" for name in names)]
+    return ServerLaunch(argv, env)
+
+
+def admin_password() -> str:
+    """From MLFLOW_AUTH_ADMIN_PASSWORD, or the file MLFLOW_AUTH_ADMIN_PASSWORD_FILE names; there
+    is no default password."""
+    if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        return os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    path = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD_FILE")
+    if path:
+        try:
+            password = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read MLFLOW_AUTH_ADMIN_PASSWORD_FILE={path} ({err.strerror})") from None
+        if password:
+            return password
+    raise ConfigError("the server needs an admin password to turn authentication on: set "
+                      "MLFLOW_AUTH_ADMIN_PASSWORD, or MLFLOW_AUTH_ADMIN_PASSWORD_FILE to a file outside the repo")
+
+
+def users_database(backend_store_uri: str) -> str:
+    """The auth app's users and permissions: a database beside the tracking store's
+    (`<name>_users`, created if missing), never in the repo."""
+    parsed = urlparse(backend_store_uri)
+    if is_postgresql(backend_store_uri):
+        url = parsed._replace(path=f"{parsed.path.rstrip('/')}_users").geturl()
+        create_database_if_missing(url)
+        return url
+    database = sqlite_file(backend_store_uri)
+    if database is not None:
+        return f"sqlite:///{database.with_name(database.stem + '_users.db')}"
+    raise ConfigError(f"--backend-store-uri {backend_store_uri} is not PostgreSQL or SQLite")
+
+
+def write_auth_config(database_uri: str) -> Path:
+    """The auth app's settings, in a private temporary file; no password goes in it."""
+    text = "\n".join(["[mlflow]", f"default_permission = {DEFAULT_PERMISSION}", f"database_uri = {database_uri}",
+                      f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}",
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", ""])
+    handle, path = tempfile.mkstemp(prefix="sentiment-auth-", suffix=".ini")  # mode 0600
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    return Path(path)
+
+
+def served_names(host: str) -> list[str]:
+    """The names clients may use for a server bound to host (all of this machine's for 0.0.0.0)."""
+    if host not in ("0.0.0.0", "::"):
+        return [host]
+    names = {socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1"}
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass  # a host name that does not resolve: the names above still work
+    return sorted(names)
+
+
+# --- users (admin) ---------------------------------------------------------------------------
+
+
+def add_user(tracking_cfg: DictConfig, name: str, password: str, role: str) -> list[str]:
+    """As the admin whose credentials are set: create the user (or, if it exists, set its
+    password) and give it exactly the role's permissions. Returns what the user may do."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from sentiment import tracking  # here, not at the top: `make server` starts without TensorFlow
+
+    if role not in ROLES:
+        raise ConfigError(f"role {role!r} is invalid: expected one of {', '.join(ROLES)}")
+    if not is_server(tracking_cfg.uri):
+        raise ConfigError(f"tracking.uri={tracking_cfg.uri} is a local store: users exist on a tracking server only")
+    experiment_id = tracking.connect(tracking_cfg, write=True)
+    client, model = AuthServiceClient(tracking_cfg.uri), tracking_cfg.model_name
+    resources = (("experiment", experiment_id, f"experiment {tracking_cfg.experiment}"),
+                 ("registered_model", model, f"registered model {model}"))
+    try:
+        if _user_exists(client, name):
+            client.update_user_password(name, password)
+        else:
+            client.create_user(name, password)
+        registry = mlflow.MlflowClient()
+        if not registry.search_registered_models(filter_string=f"name = '{model}'"):
+            registry.create_registered_model(model)
+        permission = ROLES[role]
+        for kind, resource, _ in resources:
+            if permission is None:
+                _revoke(client, name, kind, resource)  # a trainer made a reader again
+            else:
+                client.grant_user_permission(name, kind, resource, permission)
+    except MlflowException as err:
+        raise tracking.refusal(err, tracking_cfg.uri, "manage users",
+                      fix="set MLFLOW_TRACKING_USERNAME / PASSWORD to the admin's") or TrackingError(
+            f"cannot set up user {name!r}: {tracking.short_error(err)}") from None
+    if permission is None:
+        return [f"{DEFAULT_PERMISSION} on everything (the server's default)"]
+    return [f"{permission} on {label}" for _, _, label in resources]
+
+
+def _user_exists(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_user(name)
+        return True
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
+            return False
+        raise
+
+
+def _revoke(client, name: str, kind: str, resource: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.revoke_user_permission(name, kind, resource)
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
+            raise

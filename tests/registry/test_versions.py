@@ -1,0 +1,140 @@
+"""Promotion, rollback and predict against a real SQLite registry with tiny trained models
+(predict's input handling without a registry: test_predict.py)."""
+
+import threading
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from sentiment.cli import main
+from sentiment.config import load_config
+from sentiment.errors import TrackingError
+from sentiment.registry import versions
+from sentiment.registry.promote import promote, rollback
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
+
+NAME = "imdb-sentiment"
+
+
+def _aliases():
+    return {a: str(versions.alias_version(NAME, a).version) if versions.alias_version(NAME, a) else None
+            for a in (versions.CHAMPION, versions.PREVIOUS)}
+
+
+def test_promotion_workflow(registry_store):
+    """first champion -> better candidate moves both aliases -> worse refused -> rollback swaps."""
+    cfg = load_config(registry_store)
+    first = promote(cfg, version="1")
+    assert first.decision == "first champion" and _aliases() == {"champion": "1", "previous": None}
+
+    better = promote(cfg)  # the newest version: v2, the properly trained one
+    assert better.decision == "promoted", better.table
+    assert _aliases() == {"champion": "2", "previous": "1"}
+    assert better.table.loc["accuracy", "candidate v2"] > better.table.loc["accuracy", "champion v1"]
+    assert better.table.loc["test reviews"].tolist() == [40.0, 40.0]  # same reviews for both
+    client = MlflowClient()
+    assert better.source_runs == {v: client.get_model_version(NAME, v).run_id for v in ("1", "2")}
+    tags = MlflowClient().get_model_version(NAME, "2").tags
+    assert tags["promotion.decision"] == "promoted" and tags["promotion.compared_with"] == "1"
+    assert float(tags["promotion.accuracy"]) == pytest.approx(better.table.loc["accuracy", "candidate v2"], abs=1e-6)
+
+    worse = promote(cfg, version="1")
+    assert worse.decision == "refused" and _aliases() == {"champion": "2", "previous": "1"}
+    assert MlflowClient().get_model_version(NAME, "1").tags["promotion.decision"] == "refused"
+
+    assert rollback(cfg) == ("2", "1") and _aliases() == {"champion": "1", "previous": "2"}
+    assert rollback(cfg) == ("1", "2") and _aliases() == {"champion": "2", "previous": "1"}
+
+    forced = promote(cfg, version="1", force=True)
+    assert forced.decision == "forced" and _aliases() == {"champion": "1", "previous": "2"}
+    assert promote(cfg, version="1").decision == "already champion"
+
+
+def test_concurrent_promotions_leave_consistent_aliases(registry_store):
+    cfg = load_config(registry_store)
+    errors = []
+
+    def run(version):
+        try:
+            promote(cfg, version=version, force=True)
+        except TrackingError as err:  # the loser may be told the champion moved under it
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in ("1", "2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    aliases = _aliases()
+    assert aliases["champion"] in {"1", "2"} and aliases["previous"] in {"1", "2"}
+    assert aliases["champion"] != aliases["previous"]
+    assert all("moved" in str(e) for e in errors)
+
+
+@pytest.mark.integration
+def test_promotions_from_two_processes_sharing_no_files_are_serialized_by_the_server(registry_store, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_faults import MlflowServer
+
+    db = next(o.split("=", 1)[1] for o in registry_store if o.startswith("tracking.uri="))
+    server = MlflowServer(db, tmp_path / "served-artifacts").start()
+    try:
+        overrides = [o for o in registry_store if not o.startswith("tracking.uri=")] + [f"tracking.uri={server.url}"]
+        machines = {v: tmp_path / f"machine-{v}" for v in ("1", "2")}  # separate working directories
+        workers = []
+        for version, folder in machines.items():
+            folder.mkdir()
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "sentiment", "promote", "--force", "--version", version, *overrides],
+                cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        assert all(w.returncode == 0 for w in workers), outputs  # forced: neither waits on a stale comparison
+        mlflow.set_tracking_uri(server.url)
+        aliases = _aliases()
+        assert {aliases["champion"], aliases["previous"]} == {"1", "2"}, outputs
+        assert not MlflowClient().search_registered_models(filter_string=f"name = '{NAME}{versions.LOCK_SUFFIX}'")
+    finally:
+        server.stop()
+
+
+def test_rollback_without_previous_changes_nothing(imdb_dir, tmp_path, capsys):
+    overrides = tiny_overrides(imdb_dir, tmp_path)
+    assert main(["rollback", *overrides]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+
+
+def test_promote_without_versions_says_run_sweep(imdb_dir, tmp_path, capsys):
+    assert main(["promote", *tiny_overrides(imdb_dir, tmp_path)]) == 2
+    assert "make sweep" in capsys.readouterr().err
+
+
+def test_predict_prints_label_and_probability(registry_store, tmp_path, capsys):
+    promote(load_config(registry_store), version="2", force=True)
+    long_review = "great wonderful " * 5000
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("awful boring terrible mess\n\n" + long_review + "\n", encoding="utf-8")
+    assert main(["predict", "--file", str(reviews), *registry_store]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        label, probability, _ = line.split(maxsplit=2)
+        assert label in {"positive", "negative"} and 0 <= float(probability) <= 1
+
+
+@pytest.mark.integration
+def test_make_predict_passes_dollars_quotes_and_backslashes_unchanged(registry_store):
+    import subprocess
+
+    from sentiment.config import REPO_ROOT
+
+    promote(load_config(registry_store), version="2", force=True)
+    review = """It cost $5, "quoted" and 'single' \\ back $(echo no) $$HOME"""
+    done = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO_ROOT), "predict", f"TEXT={review}",
+                           "ARGS=" + " ".join(registry_store)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert review in done.stdout

@@ -1,0 +1,42 @@
+"""One Optuna trial through the Objective: what the pruner and the sweep's deadline do to its run."""
+
+import time
+
+import mlflow
+import optuna
+import pytest
+from omegaconf import OmegaConf
+
+from sentiment import tracking
+from sentiment.search.optuna_engine import Objective
+from sentiment.tokens import load_data
+from tests.conftest import trial_runs
+
+pytestmark = pytest.mark.sweeps  # trains trials through the sweep's objective: not in make test-fast
+
+
+def _run_objective(cfg, pruner, n_trials=1, deadline=None):
+    tracking.connect(cfg.tracking)
+    study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.TPESampler(seed=0))
+    with mlflow.start_run() as parent:
+        study.optimize(Objective(cfg, load_data(cfg), deadline=deadline), n_trials=n_trials, catch=(Exception,))
+    return study, trial_runs(parent.info.run_id)
+
+
+def test_a_trial_running_past_the_sweep_timeout_stops_at_its_next_epoch_end(tiny_cfg):
+    cfg = OmegaConf.merge(tiny_cfg, {"train": {"max_epochs": 4, "early_stopping_patience": 4}})
+    _, (on_time,) = _run_objective(cfg, optuna.pruners.NopPruner())
+    study, (late,) = _run_objective(cfg, optuna.pruners.NopPruner(), deadline=time.monotonic())
+    assert on_time.data.metrics["epochs_trained"] == 4 and "stopped_by" not in on_time.data.tags
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE  # a complete trial, only shorter
+    assert late.data.metrics["epochs_trained"] == 1 and late.data.tags["stopped_by"] == "sweep.timeout"
+    assert late.info.status == "FINISHED" and study.trials[0].value == late.data.metrics["best_val_loss"]
+
+
+def test_pruned_trial_shows_as_pruned(tiny_cfg):
+    # Any val_loss above 0 crosses this threshold, so the first report prunes.
+    study, (child,) = _run_objective(tiny_cfg, optuna.pruners.ThresholdPruner(upper=0.0))
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    assert child.info.status == "KILLED"
+    assert child.data.tags["pruned"] == "true" and child.data.tags["state"] == "pruned"
+    assert "val_loss" in child.data.metrics  # the epoch that was judged is recorded
