@@ -6,8 +6,10 @@ Each command imports what it runs inside its own function, so `--help`, a config
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
+import shutil
 import sys
 
 from sentiment.errors import UserError
@@ -255,9 +257,6 @@ def cmd_server(args) -> int:
 
 
 def cmd_user(args, cfg) -> int:
-    import getpass
-
-
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {args.name}: ")
         if getpass.getpass("again: ") != password:
@@ -273,8 +272,6 @@ def cmd_user(args, cfg) -> int:
 
 def _exec(tool: str, *arguments: str) -> int:
     """Replace this process with a tool from the same environment (its bin/ first on PATH)."""
-    import shutil
-
     bin_dir = os.path.dirname(sys.executable)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     path = shutil.which(tool)

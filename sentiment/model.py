@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sentiment.model_code import Calibration, MaskedPooling
+from sentiment.model_code import TEXT_COLUMN, Calibration, MaskedPooling
 
 
 def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None = None,
@@ -62,7 +62,7 @@ def learning_rate(train_cfg: DictConfig, steps_per_epoch: int | None):
 
 def end_to_end(model: keras.Model, vectorizer: keras.layers.Layer, name: str = "review_sentiment") -> keras.Model:
     """The trained model behind its vectorizer: one raw review string per row."""
-    text = keras.Input(shape=(1,), dtype="string", name="text")
+    text = keras.Input(shape=(1,), dtype="string", name=TEXT_COLUMN)
     return keras.Model(text, model(vectorizer(text)), name=name)
 
 
@@ -71,13 +71,13 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
     distinct names)."""
     if len(members) == 1:
         return members[0]
-    text = keras.Input(shape=(1,), dtype="string", name="text")
+    text = keras.Input(shape=(1,), dtype="string", name=TEXT_COLUMN)
     mean = keras.layers.Average(name="ensemble_mean")([member(text) for member in members])
     return keras.Model(text, mean, name=f"review_sentiment_ensemble_{len(members)}")
 
 
 def calibrated(model: keras.Model, calibration: Calibration) -> keras.Model:
     """The raw-text model with Platt scaling on its probability (serving.Calibration)."""
-    text = keras.Input(shape=(1,), dtype="string", name="text")
+    text = keras.Input(shape=(1,), dtype="string", name=TEXT_COLUMN)
     probability = calibration(model(text))
     return keras.Model(text, probability, name=f"{model.name}_calibrated")

@@ -1,12 +1,17 @@
-"""The served model's pieces that need no server: micro-batching and length-sorted scoring."""
+"""The logged model code's pieces that need no server: micro-batching, length-sorted scoring, the
+choices its layers implement, and a version logged before the package moved still loading."""
 
+import json
 import threading
 import time
+from pathlib import Path
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
-from sentiment.model_code import MicroBatcher, ReviewClassifier
+from sentiment.model_code import TEXT_COLUMN, MicroBatcher, ReviewClassifier
 
 
 def test_concurrent_calls_share_one_pass_and_each_gets_its_own_rows():
@@ -88,7 +93,9 @@ def test_a_huge_request_does_not_take_the_small_ones_behind_it_into_its_pass(mon
 def test_a_dropped_batcher_ends_its_thread():
     batcher = MicroBatcher(lambda reviews: np.zeros(len(reviews)))
     assert list(batcher(["a"])) == [0.0]
-    alive = lambda: [t for t in threading.enumerate() if t.name == "micro-batcher"]  # noqa: E731
+    def alive():
+        return [t for t in threading.enumerate() if t.name == "micro-batcher"]
+
     before = len(alive())
     del batcher
     deadline = time.monotonic() + 5
@@ -119,3 +126,48 @@ class _Tensor:
 
     def numpy(self):
         return self.value
+
+
+def test_the_layers_implement_exactly_the_choices_config_offers():
+    """model_code.py travels alone with every logged model, so it lists its choices itself."""
+    from sentiment.config import POOLING_MODES, TRUNCATION_SIDES
+    from sentiment.model_code import KeepTokens, MaskedPooling
+
+    assert KeepTokens.SIDES == TRUNCATION_SIDES
+    assert set(MaskedPooling.MODES) == set(POOLING_MODES) - {"last"}  # `last`: no pooling layer at all
+
+
+BEFORE_WINGS = Path(__file__).parent / "fixtures" / "version_before_wings"
+
+
+def test_a_version_registered_before_the_package_moved_loads_and_predicts_the_same(tmp_path):
+    """The fixture was logged by the flat package (its model code was sentiment/serving.py): an
+    ensemble of two members behind a calibration layer. Registered now, it must load through the
+    registry and give the probabilities it gave then."""
+    expected = json.loads((BEFORE_WINGS / "expected.json").read_text())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("before-wings", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_artifacts(str(BEFORE_WINGS / "model"), artifact_path="model")
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "before-wings")
+    model = mlflow.pyfunc.load_model(f"models:/before-wings/{version.version}")
+    result = model.predict(pd.DataFrame({TEXT_COLUMN: expected["reviews"]}))
+    np.testing.assert_allclose(result["probability"], expected["probability"], rtol=1e-5, atol=1e-7)
+    assert result["label"].tolist() == expected["label"]
+
+
+@pytest.mark.slow  # a fresh process that imports TensorFlow
+def test_a_saved_model_from_before_the_move_loads_with_todays_layers_alone(tmp_path):
+    """Trial runs keep bare .keras files (no model code beside them) that a resumed sweep loads
+    with the package's own layers: their registered names must not have changed. A fresh process
+    that imports only today's model_code loads the fixture's model and scores as it did."""
+    import subprocess
+    import sys
+
+    expected = json.loads((BEFORE_WINGS / "expected.json").read_text())
+    code = ("import json, sys, keras, numpy as np, tensorflow as tf, sentiment.model_code; "
+            "model = keras.models.load_model(sys.argv[1]); "
+            "print(json.dumps(np.asarray(model(tf.constant([[r] for r in json.loads(sys.argv[2])]))).ravel().tolist()))")
+    shown = subprocess.run([sys.executable, "-c", code, str(BEFORE_WINGS / "model" / "artifacts" / "model.keras"),
+                            json.dumps(expected["reviews"])], capture_output=True, text=True, check=True, timeout=300)
+    np.testing.assert_allclose(json.loads(shown.stdout.strip().splitlines()[-1]), expected["probability"], rtol=1e-4, atol=1e-6)

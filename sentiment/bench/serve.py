@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from sentiment.bench.local_servers import ServerNotReady, free_port, wait_until_answers
 from sentiment.bench.results import machine_info, write_results
 from sentiment.data import load_test_reviews
+from sentiment.model_code import TEXT_COLUMN
 
 SCENARIOS = (  # name, concurrent clients, reviews per request
     ("single, sequential", 1, 1),
@@ -75,7 +76,7 @@ def run_scenario(url: str, reviews: list[str], clients: int, batch: int, seconds
             picked = [reviews[i] for i in rng.integers(0, len(reviews), size=batch)]
             start = time.perf_counter()
             try:
-                ok = session.post(f"{url}/invocations", json={"dataframe_records": [{"text": t} for t in picked]},
+                ok = session.post(f"{url}/invocations", json={"dataframe_records": [{TEXT_COLUMN: t} for t in picked]},
                                   timeout=120).status_code == 200
             except requests.RequestException:
                 ok = False

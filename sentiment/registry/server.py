@@ -45,7 +45,7 @@ def texts_frame(payload) -> pd.DataFrame:
     JSON is not one of MLflow's input formats."""
     if not isinstance(payload, dict) or not any(key in payload for key in RECORD_KEYS):
         raise BadRequest(400, "BAD_REQUEST", f"the JSON body needs one of the keys {', '.join(RECORD_KEYS)}, "
-                                             'e.g. {"dataframe_records": [{"text": "A fine film"}]}')
+                                             f'e.g. {{"dataframe_records": [{{"{TEXT_COLUMN}": "A fine film"}}]}}')
     key = next(k for k in RECORD_KEYS if k in payload)
     rows = payload[key]
     try:

@@ -1,0 +1,54 @@
+"""promote and rollback against a real SQLite registry with tiny trained models: each decision,
+the aliases it moves and the evidence it leaves as version tags (the aliases under concurrent
+promotions: test_versions.py)."""
+
+import pytest
+from mlflow import MlflowClient
+
+from sentiment.cli import main
+from sentiment.config import load_config
+from sentiment.registry.promote import promote, rollback
+from tests.conftest import tiny_overrides
+from tests.registry.test_versions import NAME, _aliases
+
+pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
+
+
+def test_promotion_workflow(registry_store):
+    """first champion -> better candidate moves both aliases -> worse refused -> rollback swaps."""
+    cfg = load_config(registry_store)
+    first = promote(cfg, version="1")
+    assert first.decision == "first champion" and _aliases() == {"champion": "1", "previous": None}
+
+    better = promote(cfg)  # the newest version: v2, the properly trained one
+    assert better.decision == "promoted", better.table
+    assert _aliases() == {"champion": "2", "previous": "1"}
+    assert better.table.loc["accuracy", "candidate v2"] > better.table.loc["accuracy", "champion v1"]
+    assert better.table.loc["test reviews"].tolist() == [40.0, 40.0]  # same reviews for both
+    client = MlflowClient()
+    assert better.source_runs == {v: client.get_model_version(NAME, v).run_id for v in ("1", "2")}
+    tags = MlflowClient().get_model_version(NAME, "2").tags
+    assert tags["promotion.decision"] == "promoted" and tags["promotion.compared_with"] == "1"
+    assert float(tags["promotion.accuracy"]) == pytest.approx(better.table.loc["accuracy", "candidate v2"], abs=1e-6)
+
+    worse = promote(cfg, version="1")
+    assert worse.decision == "refused" and _aliases() == {"champion": "2", "previous": "1"}
+    assert MlflowClient().get_model_version(NAME, "1").tags["promotion.decision"] == "refused"
+
+    assert rollback(cfg) == ("2", "1") and _aliases() == {"champion": "1", "previous": "2"}
+    assert rollback(cfg) == ("1", "2") and _aliases() == {"champion": "2", "previous": "1"}
+
+    forced = promote(cfg, version="1", force=True)
+    assert forced.decision == "forced" and _aliases() == {"champion": "1", "previous": "2"}
+    assert promote(cfg, version="1").decision == "already champion"
+
+
+def test_rollback_without_previous_changes_nothing(imdb_dir, tmp_path, capsys):
+    overrides = tiny_overrides(imdb_dir, tmp_path)
+    assert main(["rollback", *overrides]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+
+
+def test_promote_without_versions_says_run_sweep(imdb_dir, tmp_path, capsys):
+    assert main(["promote", *tiny_overrides(imdb_dir, tmp_path)]) == 2
+    assert "make sweep" in capsys.readouterr().err
