@@ -82,7 +82,7 @@ test: $(STAMP) $(CHROMEDRIVER) ## the whole test suite, as CI runs it (tiny gene
 lint: $(STAMP) ## ruff over the package and the tests (config in pyproject.toml)
 	$(BIN)/ruff check sentiment tests
 
-test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser (under a minute)
+test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not sweeps and not slow and not integration" $(ARGS)
 
 bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s, CONTESTANTS="a b")

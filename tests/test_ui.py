@@ -115,7 +115,8 @@ def test_make_ui_opens_the_store_the_config_names(registry_store, tmp_path):
     try:
         first = next(line.strip() for line in ui.stdout if line.startswith("runs table:"))
         assert first == f"runs table: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        reply = wait_until_answers(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get", ui, seconds=120,
+        # `mlflow ui` starts its server and job runner after the CLI has loaded: minutes on a busy 2-core machine.
+        reply = wait_until_answers(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get", ui, seconds=300,
                                    params={"experiment_id": experiment_id})
         assert reply.json()["experiment"]["name"] == cfg.tracking.experiment
     finally:
