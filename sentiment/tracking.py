@@ -24,7 +24,6 @@ from sentiment.stores import is_server, sqlite_file
 
 log = logging.getLogger(__name__)
 
-KERAS_ARTIFACT_DIR = KERAS_ARTIFACT  # each trial run's artifact folder for its trained token-id model
 MODEL_CODE = Path(model_code.__file__)  # logged with every raw-text model: the code that serves it
 CREDENTIALS_HINT = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
 EXAMPLE_REVIEWS = ["An absolute delight, I loved every minute.", "Dull, predictable and far too long."]
@@ -185,11 +184,11 @@ def log_keras_model(model: keras.Model) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         model.save(path)
-        mlflow.log_artifact(str(path), artifact_path=KERAS_ARTIFACT_DIR)
+        mlflow.log_artifact(str(path), artifact_path=KERAS_ARTIFACT)  # a trial run's folder for its token-id model
 
 
 def load_keras_model(run_id: str) -> keras.Model:
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{KERAS_ARTIFACT_DIR}/model.keras")
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{KERAS_ARTIFACT}/model.keras")
     return keras.models.load_model(local)
 
 
