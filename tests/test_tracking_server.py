@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sentiment import cli
-from sentiment.bench.local_servers import ServerNotReady, free_port, wait_until_answers
+from sentiment.bench.local_servers import ServerNotReady, free_port, stop_process_group, wait_until_answers
 from sentiment.config import load_config
 from sentiment.errors import ConfigError, TrackingError
 from sentiment.registry import versions
@@ -95,11 +95,7 @@ class AuthServer:
             pytest.fail(f"the auth server did not start ({err}): {self.log.read_text()[-2000:]}")
 
     def stop(self):
-        import signal
-
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+        stop_process_group(self.process)
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
             for name in self.databases:
                 connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

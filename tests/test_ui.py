@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from sentiment import tracking
-from sentiment.bench.local_servers import free_port, wait_until_answers
+from sentiment.bench.local_servers import free_port, stop_process_group, wait_until_answers
 from sentiment.config import load_config
 from sentiment.sweep import run_sweep
 from tests.conftest import STRONG_STUDY
@@ -41,8 +41,7 @@ def mlflow_ui(registry_store, tmp_path):
     url = f"http://127.0.0.1:{port}"
     wait_until_answers(f"{url}/health", server, seconds=120)
     yield url, cfg
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    stop_process_group(server)
 
 
 @pytest.fixture
@@ -120,5 +119,4 @@ def test_make_ui_opens_the_store_the_config_names(registry_store, tmp_path):
                                    params={"experiment_id": experiment_id})
         assert reply.json()["experiment"]["name"] == cfg.tracking.experiment
     finally:
-        os.killpg(ui.pid, 15)
-        ui.wait(timeout=30)
+        stop_process_group(ui)

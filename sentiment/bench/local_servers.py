@@ -3,6 +3,8 @@ and waiting until one answers. `make bench-serve` and the tests that start real 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -36,3 +38,19 @@ def wait_until_answers(url: str, process: subprocess.Popen, seconds: float = 180
             pass
         time.sleep(1)
     raise ServerNotReady(f"{url} did not answer within {seconds:.0f} s")
+
+
+def stop_process_group(process: subprocess.Popen, grace_seconds: float = 30) -> None:
+    """SIGTERM the server's process group (started with start_new_session=True), SIGKILL what is
+    left after grace_seconds: `mlflow ui` and its job runner can take longer than that to exit
+    on a busy 2-core machine, and a test's teardown must not fail on a slow goodbye."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_seconds)
+    except ProcessLookupError:
+        process.wait(timeout=grace_seconds)

@@ -8,8 +8,6 @@ memory, and writes JSON under bench/results/. A benchmark, not a test.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +18,7 @@ import numpy as np
 import requests
 from omegaconf import DictConfig
 
-from sentiment.bench.local_servers import ServerNotReady, free_port, wait_until_answers
+from sentiment.bench.local_servers import ServerNotReady, free_port, stop_process_group, wait_until_answers
 from sentiment.bench.results import machine_info, write_results
 from sentiment.data import load_test_reviews
 from sentiment.model_code import TEXT_COLUMN
@@ -118,8 +116,7 @@ def bench_serve(cfg: DictConfig, overrides: list[str], seconds: float = 60.0) ->
             report["scenarios"][name] = {**run_scenario(url, reviews, clients, batch, seconds),
                                          "server_rss_mb": server_rss_mb(server.pid)}
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        stop_process_group(server, grace_seconds=60)
     return write_results(report, "serve")
 
 

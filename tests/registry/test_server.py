@@ -1,6 +1,5 @@
 """`mlflow models serve` of @champion answers raw review text over HTTP."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ import mlflow
 import pytest
 import requests
 
-from sentiment.bench.local_servers import ServerNotReady, free_port, wait_until_answers
+from sentiment.bench.local_servers import ServerNotReady, free_port, stop_process_group, wait_until_answers
 from sentiment.config import load_config
 from sentiment.registry.promote import promote
 
@@ -45,9 +44,7 @@ def server(registry_store, tmp_path_factory):
     except ServerNotReady as err:
         pytest.fail(f"{err}:\n{process.stdout.read() if process.poll() is not None else ''}")
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=30)
+        stop_process_group(process)
 
 
 def _invoke(url, **kwargs):
