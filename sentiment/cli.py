@@ -123,14 +123,17 @@ def _config(args):
 def cmd_sweep(args, cfg) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from sentiment import tracking
+    from sentiment import report, tracking
     from sentiment.sweep import run_sweep
 
     with logging_redirect_tqdm():  # log lines print above the trial progress bar, not through it
         result = run_sweep(cfg, workers=args.workers)
     print(result.outcome.table.to_string(index=False))
+    print(f"\n{report.noise_line(result.outcome)}")
     if result.registered_version:
         print(f"\nregistered {cfg.tracking.model_name} version {result.registered_version}")
+        if result.headline is not None and result.headline.test:
+            print(report.headline_sentence(result.headline))
     print(f"runs: {tracking.runs_table_url(cfg.tracking.uri, result.experiment_id)}  (make ui)")
     return 0
 

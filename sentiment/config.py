@@ -37,7 +37,7 @@ MODEL_GROUPS = ("data", "model", "regularizer", "train")
 OPERATIONAL_GROUPS = ("tracking", "promote")
 OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
                     "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
-                    "sweep.final", "sweep.ensemble_size", "sweep.refit", "sweep.calibrate",
+                    "sweep.final", "sweep.ensemble_size", "sweep.ensemble_noise_widths", "sweep.refit", "sweep.calibrate",
                     "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
                     "data.path", "data.cache_dir", "data.download", "data.url", "data.sha256")
 # The data settings that decide which reviews are trained, validated and tested on: never a search
@@ -242,8 +242,26 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _check(isinstance(sweep.refit, bool), "sweep.refit", sweep.refit, "true or false")
     _check(isinstance(sweep.calibrate, bool), "sweep.calibrate", sweep.calibrate, "true or false")
     _check(isinstance(sweep.seed_per_trial, bool), "sweep.seed_per_trial", sweep.seed_per_trial, "true or false")
+    _validate_noise(cfg)
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
+
+
+def _non_negative(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    _check(_is_number(value) and value >= 0, key, value, "a number >= 0")
+
+
+def _validate_noise(cfg: DictConfig) -> None:
+    """The seed-noise repeats train the configured values, each with its own seed (search.noise)."""
+    sweep = cfg.sweep
+    _positive_int(cfg, "sweep.noise_repeats")
+    _non_negative(cfg, "sweep.pruner.noise_widths")
+    _non_negative(cfg, "sweep.ensemble_noise_widths")
+    if sweep.noise_repeats >= 2 and not (sweep.start_from_defaults and sweep.seed_per_trial):
+        raise ConfigError(f"sweep.noise_repeats={sweep.noise_repeats} repeats the configured values with a seed "
+                          "each: it needs sweep.start_from_defaults=true and sweep.seed_per_trial=true "
+                          "(or set sweep.noise_repeats=1: no noise estimate)")
 
 
 def _validate_dimension(cfg: DictConfig, prefix: str, spec: DictConfig) -> None:

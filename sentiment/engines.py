@@ -42,6 +42,17 @@ SAMPLERS: dict[str, Callable[[int, int], Any]] = {"tpe": _tpe, "random": _random
 
 
 # --- Optuna pruners: (sweep.pruner, train.max_epochs) -> pruner; the resource is epochs trained ---
+# kept_fraction: the share of trials a rung keeps (None: the kind never cuts). NoiseAwarePruner
+# (search.pruning) puts the rung's cutoff there and cuts only beyond the seed noise.
+
+
+@dataclass(frozen=True)
+class PrunerKind:
+    make: Callable[[DictConfig, int], Any]
+    kept_fraction: Callable[[DictConfig], float] | None
+
+    def __call__(self, pruner: DictConfig, max_epochs: int):
+        return self.make(pruner, max_epochs)
 
 
 def _median(pruner: DictConfig, max_epochs: int):
@@ -70,8 +81,15 @@ def _no_pruning(pruner: DictConfig, max_epochs: int):
     return optuna.pruners.NopPruner()
 
 
-PRUNERS: dict[str, Callable[[DictConfig, int], Any]] = {
-    "median": _median, "successive_halving": _successive_halving, "hyperband": _hyperband, "none": _no_pruning,
+def _one_in_reduction_factor(pruner: DictConfig) -> float:
+    return 1 / pruner.reduction_factor
+
+
+PRUNERS: dict[str, PrunerKind] = {
+    "median": PrunerKind(_median, lambda pruner: 0.5),
+    "successive_halving": PrunerKind(_successive_halving, _one_in_reduction_factor),
+    "hyperband": PrunerKind(_hyperband, _one_in_reduction_factor),
+    "none": PrunerKind(_no_pruning, None),
 }
 
 

@@ -3,7 +3,10 @@ each as its trial trained it or refit on train+val for its best epoch count (swe
 
 Members are chosen on validation only: for an ensemble, the top `sweep.ensemble_size` trials
 by the search objective are the candidates, and the members are the run of them from the top
-whose mean scores best on that objective (a weak tail does not dilute a strong head).
+whose mean scores best on that objective (a weak tail does not dilute a strong head). Where the
+search measured its seed noise (search.noise), that mean is taken only when it beats the best
+single trial by more than `sweep.ensemble_noise_widths` noise sds; otherwise the best trial is
+registered, at a single model's serving cost.
 With sweep.calibrate, the mean's probability is Platt-scaled on validation (model_code.Calibration):
 on movies it never trained on, a model's decision offset drifts from 0.5, and the movie-disjoint
 validation split (data.val_split=id_blocks) measures that drift as the test movies will show it.
@@ -31,6 +34,7 @@ from sentiment.metrics import classification_metrics
 from sentiment.model import calibrated, end_to_end, ensemble
 from sentiment.model_code import Calibration
 from sentiment.search.contract import BestTrial, SearchOutcome
+from sentiment.search.noise import SeedNoise
 from sentiment.search.trial import EpochLog, trial_seed
 from sentiment.tokens import TokenizedData, data_for, make_vectorizer
 from sentiment.train import predict_proba, refit
@@ -50,6 +54,7 @@ class FinalModel:
     test_labels: np.ndarray
     refit: bool = False                # members retrained on train+val (val figures are their trial models')
     calibration: Calibration | None = None  # the Platt scaling fitted on val_probability (inside text_model too)
+    choice: str = ""                   # why these members, in a sentence (summary.md)
 
     @property
     def kind(self) -> str:
@@ -84,6 +89,29 @@ def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray], objectiv
     return int((np.argmax if maximizes(objective) else np.argmin)(scores)) + 1
 
 
+def choose_members(cfg: DictConfig, y_val: np.ndarray, val_probabilities: list[np.ndarray],
+                   noise: SeedNoise | None) -> tuple[int, str]:
+    """How many of the ranked candidates the final model averages, and why: the best prefix on
+    validation, kept only if it beats the best single trial by more than the noise margin."""
+    objective, of = cfg.sweep.objective, len(val_probabilities)
+    if of == 1:
+        return 1, "the best trial (one candidate)"
+    n = best_prefix(y_val, val_probabilities, objective)
+    if n == 1:
+        return 1, f"the best trial: no mean of the top {of} scores better on {objective}"
+    metric = OBJECTIVE_METRICS[objective]
+    single, mean = (classification_metrics(y_val, np.mean(val_probabilities[:k], axis=0))[metric] for k in (1, n))
+    gain = (mean - single) if maximizes(objective) else (single - mean)
+    if noise is None:
+        return n, f"the mean of the top {n} of {of} candidates ({objective} better by {gain:.4f})"
+    margin = cfg.sweep.ensemble_noise_widths * noise.final_sd
+    if gain <= margin:
+        return 1, (f"the best trial: the mean of the top {n} is better on {objective} by only {gain:.4f}, "
+                   f"within the noise margin {margin:.4f}")
+    return n, (f"the mean of the top {n} of {of} candidates: better on {objective} by {gain:.4f}, "
+               f"beyond the noise margin {margin:.4f}")
+
+
 def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
     """The sweep config with the member's sampled values and seed: what it was trained (and tokenized) with."""
     space = cfg.sweep.space
@@ -91,7 +119,8 @@ def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
     return apply_sample(cfg, {**trial_seed(cfg, int(member.trial_id)), **sample})
 
 
-def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: TokenizedData) -> FinalModel:
+def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: TokenizedData,
+                      noise: SeedNoise | None = None) -> FinalModel:
     """Score each candidate's trial model on validation, keep the best run of them from the top,
     then load (or refit) each member, score it on test once, and wrap all in one."""
     member_cfgs = [member_config(cfg, candidate) for candidate in candidates]
@@ -99,11 +128,8 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     trained = [tracking.load_keras_model(candidate.run_id) for candidate in candidates]
     val = [predict_proba(model, d.x_val, c.data.bucket_boundaries)
            for model, d, c in zip(trained, member_data, member_cfgs, strict=True)]
-    n = 1
-    if len(candidates) > 1:
-        n = best_prefix(data.y_val, val, cfg.sweep.objective)
-        log.info("final model: the top %d of %d candidate trials (their mean scores best on %s)",
-                 n, len(candidates), cfg.sweep.objective)
+    n, choice = choose_members(cfg, data.y_val, val, noise)
+    log.info("final model: %s", choice)
     text_models, test = [], []
     for index in range(n):
         model, member_cfg, member_data_i = trained[index], member_cfgs[index], member_data[index]
@@ -113,7 +139,7 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
         vectorizer = make_vectorizer(member_cfg.data, member_data_i.vocabulary)
         text_models.append(end_to_end(model, vectorizer, name="review_sentiment" if n == 1 else f"member_{index}"))
     final = FinalModel(candidates, candidates[:n], ensemble(text_models), np.mean(val[:n], axis=0),
-                       np.mean(test, axis=0), data.y_test, refit=bool(cfg.sweep.refit))
+                       np.mean(test, axis=0), data.y_test, refit=bool(cfg.sweep.refit), choice=choice)
     return calibrate(final, data.y_val) if cfg.sweep.calibrate else final
 
 
@@ -132,7 +158,7 @@ def calibrate(final: FinalModel, y_val: np.ndarray) -> FinalModel:
     log.info("calibration on validation: slope %.3f, intercept %.3f", layer.slope, layer.intercept)
     return FinalModel(final.candidates, final.members, calibrated(final.text_model, layer),
                       layer.scale(final.val_probability), layer.scale(final.test_probability), final.test_labels,
-                      refit=final.refit, calibration=layer)
+                      refit=final.refit, calibration=layer, choice=final.choice)
 
 
 def refit_member(member_cfg: DictConfig, data: TokenizedData, member: BestTrial) -> keras.Model:

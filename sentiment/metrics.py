@@ -22,6 +22,17 @@ def classification_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[
     }
 
 
+def accuracy_interval(labels: np.ndarray, probability: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of the accuracy (95 % by default): what the test reviews alone
+    allow; seed-to-seed spread comes on top of it (search.noise)."""
+    n = len(labels)
+    correct = float(np.sum((probability >= 0.5).astype(int) == labels))
+    p, z2 = correct / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(centre - half), float(centre + half)
+
+
 def word_counts(texts: list[str]) -> np.ndarray:
     return np.array([len(text.split()) for text in texts])
 

@@ -66,18 +66,69 @@ def _plot_by_length(by_length: pd.DataFrame, ax) -> None:
 
 def summary_markdown(outcome: SearchOutcome, study_name: str, objective: str, evaluation=None) -> str:
     counts = ", ".join(f"{v} {k}" for k, v in outcome.counts.items())
-    lines = [f"# Sweep `{study_name}` ({outcome.engine})", "", f"Trials: {counts}.", ""]
+    lines = [f"# Sweep `{study_name}` ({outcome.engine})", "", f"Trials: {counts}.", "", noise_line(outcome), ""]
     if outcome.best is not None:
         best = outcome.best
-        lines += [f"Best trial: **{best.trial_id}** (run `{best.run_id}`), "
-                  f"{objective} = {best.val_metrics.get(objective, float('nan')):.4f}", "",
+        lines += [f"Best trial: **{best.trial_id}** (run `{best.run_id}`), {objective} = "
+                  f"{_with_noise(best.val_metrics.get(objective, float('nan')), outcome)}{_ties(outcome)}", "",
                   "| param | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in best.params.items()]
         lines.append("")
+    lines += pruning_markdown(outcome.table)
     if evaluation is not None:
         lines += evaluation_markdown(evaluation)
     lines += ["## Trials", "", "```", outcome.table.to_string(index=False), "```"]
     return "\n".join(lines) + "\n"
+
+
+def noise_line(outcome: SearchOutcome) -> str:
+    if outcome.noise is None:
+        return "Seed noise: not measured (sweep.noise_repeats=1, or an engine that does not repeat trials)."
+    return f"Seed noise: {outcome.noise.describe()}."
+
+
+def _with_noise(value: float, outcome: SearchOutcome) -> str:
+    """A trial's objective with its 95 % interval over seeds, where the search measured it."""
+    return f"{value:.4f}" if outcome.noise is None else f"{value:.4f} ± {outcome.noise.interval:.4f}"
+
+
+def tied_trials(outcome: SearchOutcome) -> list[str]:
+    """The trials other than the best whose value is within the noise band of the best's."""
+    table = outcome.table
+    if "tied_with_best" not in table.columns or outcome.best is None:
+        return []
+    return [str(n) for n in table.loc[table["tied_with_best"].astype(bool), "number"] if str(n) != outcome.best.trial_id]
+
+
+def _ties(outcome: SearchOutcome) -> str:
+    if outcome.noise is None:
+        return ""
+    tied = tied_trials(outcome)
+    return f"; tied with it (within the noise): trials {', '.join(tied)}" if tied else "; no other trial within the noise"
+
+
+PRUNING_COLUMNS = ("cut_epoch", "cut_value", "cut_cutoff", "cut_margin", "cut_noise_band")
+
+
+def pruning_markdown(table: pd.DataFrame) -> list[str]:
+    """Each pruning decision of a noise-aware pruner: the trials it cut and those it spared."""
+    if not set(PRUNING_COLUMNS) <= set(table.columns):
+        return []
+    decided = table[table["cut_margin"].notna()].sort_values("number")
+    if decided.empty:
+        return []
+    lines = ["## Pruning decisions", "", "A trial is cut when it trails the rung's cutoff by more than the noise band.", "",
+             "| trial | state | epoch | value | cutoff | margin | band |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for row in decided.itertuples(index=False):
+        lines.append(f"| {row.number} | {row.state} | {int(row.cut_epoch)} | {row.cut_value:.4f} | "
+                     f"{row.cut_cutoff:.4f} | {row.cut_margin:+.4f} | {row.cut_noise_band:.4f} |")
+    return [*lines, ""]
+
+
+def with_interval(value: float, interval: tuple[float, float] | None) -> str:
+    if interval is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} (95 % interval {interval[0]:.4f}-{interval[1]:.4f})"
 
 
 @dataclass
@@ -92,21 +143,40 @@ class Headline:
     val_accuracy: float
     test: dict[str, float]
     baseline: dict[str, float]
+    test_interval: tuple[float, float] | None = None
+    baseline_interval: tuple[float, float] | None = None
 
     @classmethod
     def from_evaluation(cls, evaluation, version: str) -> Headline:
         final = evaluation.final
         return cls(final.kind, version, [m.run_id for m in final.members], len(final.test_probability),
-                   evaluation.val_metrics["accuracy"], evaluation.test_metrics, evaluation.baseline_metrics)
+                   evaluation.val_metrics["accuracy"], evaluation.test_metrics, evaluation.baseline_metrics,
+                   evaluation.test_interval, evaluation.baseline_interval)
 
     @classmethod
     def from_version_tags(cls, version: str, tags: dict[str, str]) -> Headline:
         def pick(prefix: str) -> dict[str, float]:
             return {m: float(tags[prefix + m]) for m in METRICS if prefix + m in tags}
 
-        return cls(tags.get("final_model", "best trial"), version, tags.get("member_run_ids", "").split(","),
+        def interval(prefix: str) -> tuple[float, float] | None:
+            low, high = tags.get(f"{prefix}accuracy_low"), tags.get(f"{prefix}accuracy_high")
+            return (float(low), float(high)) if low is not None and high is not None else None
+
+        members = [run_id for run_id in tags.get("member_run_ids", "").split(",") if run_id]
+        return cls(tags.get("final_model", "best trial"), version, members,
                    int(tags.get("test_samples", 0)), float(tags.get("val_accuracy", "nan")),
-                   pick("test_"), pick("baseline_test_"))
+                   pick("test_"), pick("baseline_test_"), interval("test_"), interval("baseline_test_"))
+
+
+def headline_sentence(headline: Headline, bold: str = "") -> str:
+    """The final model's test result beside the baseline's, each with its 95 % interval."""
+    test, base = headline.test, headline.baseline
+    versus = (f"; tf-idf baseline {bold}{with_interval(base['accuracy'], headline.baseline_interval)}{bold} on the "
+              "same reviews") if base else ""
+    auc = f", ROC AUC {test['roc_auc']:.4f}" if "roc_auc" in test else ""
+    return (f"{bold}Final model{bold} ({headline.kind}): test accuracy "
+            f"{bold}{with_interval(test['accuracy'], headline.test_interval)}{bold}{auc} on {headline.test_reviews:,} "
+            f"test reviews (validation {headline.val_accuracy:.4f}){versus}.")
 
 
 def description_markdown(outcome: SearchOutcome, objective: str, headline: Headline | None = None) -> str:
@@ -114,18 +184,17 @@ def description_markdown(outcome: SearchOutcome, objective: str, headline: Headl
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in outcome.counts.items())
     lines = []
     if headline is not None and headline.test:
-        test, base = headline.test, headline.baseline
-        versus = f"; tf-idf baseline **{base['accuracy']:.4f}** on the same reviews" if base else ""
-        lines += [f"**Final model** ({headline.kind}): test accuracy **{test['accuracy']:.4f}**, "
-                  f"ROC AUC {test['roc_auc']:.4f} on {headline.test_reviews:,} test reviews "
-                  f"(validation {headline.val_accuracy:.4f}){versus}.", "",
+        lines += [headline_sentence(headline, bold="**"), "",
                   f"Registered as version **{headline.version}**; member trial runs: "
                   + ", ".join(f"`{run_id}`" for run_id in headline.member_run_ids) + ".", ""]
     if outcome.best is not None:
         best = outcome.best
         params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.params.items())
         lines += [f"Best trial {best.trial_id} (run `{best.run_id}`): {objective} "
-                  f"{best.val_metrics.get(objective, float('nan')):.4f}; {params}.", ""]
+                  f"{_with_noise(best.val_metrics.get(objective, float('nan')), outcome)}{_ties(outcome)}; "
+                  f"{params}.", ""]
+    if outcome.noise is not None:
+        lines += [noise_line(outcome), ""]
     lines += [f"Trials: {counts}. Details: `summary.md`, `evaluation/`, `plots/`."]
     return "\n".join(lines) + "\n"
 
@@ -135,12 +204,15 @@ def evaluation_markdown(evaluation) -> list[str]:
     runs = ", ".join(f"trial {m.trial_id} (`{m.run_id}`)" for m in final.members)
     # A refit model has seen the validation reviews: its val column is its trial models' score.
     val_header = "trial models (val)" if final.refit else "final model (val)"
-    lines = [f"## Final model: {final.kind}", "", f"Members: {runs}.", "",
+    choice = f" Chosen on validation: {final.choice}." if final.choice else ""
+    lines = [f"## Final model: {final.kind}", "", f"Members: {runs}.{choice}", "",
              f"| metric | {val_header} | final model (test) | baseline (test) |", "|---|---:|---:|---:|"]
     for metric, test_value in evaluation.test_metrics.items():
         baseline = evaluation.baseline_metrics.get(metric)
-        lines.append(f"| {metric} | {evaluation.val_metrics[metric]:.4f} | {test_value:.4f} | "
-                     + (f"{baseline:.4f} |" if baseline is not None else "- |"))
+        accuracy = metric == "accuracy"  # the one figure with an interval: 95 % Wilson over the test reviews
+        test_cell = with_interval(test_value, evaluation.test_interval if accuracy else None)
+        base_cell = "-" if baseline is None else with_interval(baseline, evaluation.baseline_interval if accuracy else None)
+        lines.append(f"| {metric} | {evaluation.val_metrics[metric]:.4f} | {test_cell} | {base_cell} |")
     lines += ["", f"Test accuracy by review length ({len(final.test_probability)} test reviews):", "",
               *markdown_table(evaluation.by_length), ""]
     return lines

@@ -15,7 +15,7 @@ from sentiment.baseline import baseline_test_probability, find_baseline_run, log
 from sentiment.data import ReviewSplits
 from sentiment.engines import search_algorithm
 from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
-from sentiment.metrics import accuracy_by_length, classification_metrics, word_counts
+from sentiment.metrics import accuracy_by_length, accuracy_interval, classification_metrics, word_counts
 from sentiment.registry import versions
 from sentiment.search.contract import SearchOutcome
 from sentiment.search.implementations import engine_for, shared_study_engine
@@ -31,6 +31,7 @@ class SweepResult:
     parent_run_id: str
     experiment_id: str
     registered_version: str | None
+    headline: report.Headline | None = None  # the registered model's test figures, with intervals
 
 
 @dataclass
@@ -42,6 +43,18 @@ class Evaluation:
     test_metrics: dict[str, float]      # the final model on the test set, computed once
     baseline_metrics: dict[str, float]  # the baseline on the same test reviews; empty if none
     by_length: pd.DataFrame             # accuracy per review-length quarter, both models
+    test_interval: tuple[float, float] | None = None      # 95 % Wilson interval of the test accuracy
+    baseline_interval: tuple[float, float] | None = None  # the same for the baseline
+
+    def interval_tags(self) -> dict[str, float]:
+        """The accuracy intervals as version tags (report.Headline reads them back)."""
+        tags = {}
+        if self.test_interval is not None:
+            tags |= {"test_accuracy_low": self.test_interval[0], "test_accuracy_high": self.test_interval[1]}
+        if self.baseline_interval is not None:
+            tags |= {"baseline_test_accuracy_low": self.baseline_interval[0],
+                     "baseline_test_accuracy_high": self.baseline_interval[1]}
+        return tags
 
 
 def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
@@ -66,13 +79,13 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
             run_workers(cfg, workers, parent.info.run_id)
         outcome = engine_for(cfg).search(cfg, data)
         version, evaluation = register_final(cfg, outcome, experiment_id, data)
-        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation,
-                           _headline(cfg, version, evaluation))
+        headline = _headline(cfg, version, evaluation)
+        report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation, headline)
     except BaseException:
         _end_parent_quietly("FAILED")
         raise
     mlflow.end_run("FINISHED")
-    return SweepResult(outcome, parent.info.run_id, experiment_id, version)
+    return SweepResult(outcome, parent.info.run_id, experiment_id, version, headline)
 
 
 def _complete_version(cfg: DictConfig, experiment_id: str) -> SweepResult | None:
@@ -90,7 +103,8 @@ def _complete_version(cfg: DictConfig, experiment_id: str) -> SweepResult | None
         return None
     log.info("study complete: %d trials, champion candidate %s v%s; nothing to train",
              cfg.sweep.n_trials, cfg.tracking.model_name, version.version)
-    return SweepResult(outcome, parent[0].info.run_id, parent[0].info.experiment_id, str(version.version))
+    return SweepResult(outcome, parent[0].info.run_id, parent[0].info.experiment_id, str(version.version),
+                       _headline(cfg, str(version.version), None))
 
 
 def find_parent_runs(experiment_id: str, study: str) -> list:
@@ -154,7 +168,7 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
     if existing is not None:
         log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
         return str(existing.version), None
-    evaluation = evaluate_final(cfg, build_final_model(cfg, candidates, data), experiment_id, data)
+    evaluation = evaluate_final(cfg, build_final_model(cfg, candidates, data, outcome.noise), experiment_id, data)
     report.log_evaluation(evaluation)
     info = tracking.log_text_model(evaluation.final.text_model, registered_model_name=model_name)
     version = str(info.registered_model_version)
@@ -166,7 +180,8 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
             **calibration_tags(evaluation.final),
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
             **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},
-            **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()}}
+            **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()},
+            **evaluation.interval_tags()}
     versions.tag_version(model_name, version, tags)
     versions.describe_version(model_name, version, report.version_description(study, evaluation))
     log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version,
@@ -193,4 +208,6 @@ def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str, data:
         test_metrics=classification_metrics(data.y_test, final.test_probability),
         baseline_metrics=classification_metrics(data.y_test, baseline) if baseline is not None else {},
         by_length=accuracy_by_length(data.y_test, word_counts(test_reviews.texts), **probabilities),
+        test_interval=accuracy_interval(data.y_test, final.test_probability),
+        baseline_interval=accuracy_interval(data.y_test, baseline) if baseline is not None else None,
     )

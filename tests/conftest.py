@@ -66,6 +66,9 @@ def tiny_overrides(data_path: Path, tmp: Path) -> list[str]:
         f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", f"tracking.artifact_location={tmp / 'artifacts'}",
         f"sweep.storage=sqlite:///{tmp / 'optuna.db'}", "sweep.n_trials=2",
         "sweep.pruner.kind=median",  # never cuts before 3 trials finished: a 2-trial sweep keeps both models
+        # One trial of the configured values and the best trial registered: what these tests were
+        # written for; the seed-noise repeats and the noise-gated ensemble have tests of their own.
+        "sweep.noise_repeats=1", "sweep.final=best", "sweep.ensemble_size=3",
         "sweep.space.units.low=4", "sweep.space.units.high=8", "sweep.space.units.step=4",
         "sweep.space.recurrent_dropout.high=0.1",
     ]

@@ -224,3 +224,38 @@ def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_calib
     assert run_sweep(cfg).registered_version == result.registered_version
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list",
                                   filter_string="tags.role = 'refit'")) == len(refits)
+
+
+def test_the_default_sweep_measures_its_seed_noise_first_and_reports_every_figure_with_it(imdb_dir, tmp_path):
+    """sweep.noise_repeats=2 (the default): trials 0 and 1 train the configured values with their
+    own seeds; their spread is logged, printed in summary.md, and bounds the rankings."""
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
+        "sweep.noise_repeats=2", "sweep.final=ensemble", "sweep.ensemble_size=4", "sweep.n_trials=4",
+        "sweep.pruner.kind=successive_halving"])
+    result = run_sweep(cfg)
+    study = _study(cfg)
+    repeats = sorted((t for t in study.trials if "noise_repeat" in t.user_attrs), key=lambda t: t.number)
+    assert [t.number for t in repeats] == [0, 1] and repeats[0].params == repeats[1].params
+    seeds = {int(mlflow.get_run(t.user_attrs["mlflow_run_id"]).data.params["train.seed"]) for t in repeats}
+    assert seeds == {cfg.seed, cfg.seed + 1}
+    noise = study.user_attrs["seed_noise"]
+    assert noise["final_sd"] == pytest.approx(abs(repeats[0].value - repeats[1].value) / np.sqrt(2))
+    assert noise["per_epoch"]["1"] == pytest.approx(
+        abs(repeats[0].intermediate_values[1] - repeats[1].intermediate_values[1]) / np.sqrt(2))
+
+    parent = MlflowClient().get_run(result.parent_run_id)
+    assert parent.data.metrics["seed_noise_sd"] == pytest.approx(noise["final_sd"])
+    assert parent.data.tags["sweep.pruner"] == "NoiseAwarePruner(SuccessiveHalvingPruner)"
+    summary = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/summary.md")
+    assert "Seed noise: seed noise of val_loss (sd over 2 seeds of the configured values, trials 0, 1)" in summary
+    assert f"± {1.96 * noise['final_sd']:.4f}" in summary and "Chosen on validation:" in summary
+    assert "Seed noise:" in parent.data.tags["mlflow.note.content"]
+    assert {"interval", "tied_with_best"} <= set(result.outcome.table.columns)
+
+    tags = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version).tags
+    low, accuracy, high = (float(tags[f"test_accuracy{end}"]) for end in ("_low", "", "_high"))
+    assert low < accuracy <= high and high - low > 0.01  # a 95 % Wilson interval on the tiny test set
+    for trial in study.trials:  # every pruned trial says by how much it trailed, and the band it beat
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            run = mlflow.get_run(trial.user_attrs["mlflow_run_id"])
+            assert float(run.data.tags["cut_margin"]) > float(run.data.tags["cut_noise_band"])

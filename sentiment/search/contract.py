@@ -10,6 +10,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from sentiment.engines import Engine
+from sentiment.search.noise import SeedNoise
 
 if TYPE_CHECKING:
     from sentiment.tokens import TokenizedData
@@ -31,6 +32,7 @@ class SearchOutcome:
     table: pd.DataFrame
     ranked: list[BestTrial]
     counts: dict[str, int] = field(default_factory=dict)  # complete / pruned / failed
+    noise: SeedNoise | None = None  # the seed noise of the objective, where the engine measured it
 
     @property
     def best(self) -> BestTrial | None:

@@ -19,15 +19,9 @@ from sentiment.engines import ENGINES
 from sentiment.errors import ConfigError, TrackingError
 from sentiment.search.contract import BestTrial, SearchOutcome
 from sentiment.search.optuna_report import log_optuna_plots, optuna_trials_table
+from sentiment.search.pruning import REPEAT_ATTR, EpochPruningCallback, make_pruner, pruner_name, study_noise
 from sentiment.search.recovery import fail_dead_trials, record_worker
-from sentiment.search.sampling import (
-    EpochPruningCallback,
-    configured_values,
-    in_space,
-    make_pruner,
-    make_sampler,
-    sample_params,
-)
+from sentiment.search.sampling import configured_values, in_space, make_sampler, sample_params
 from sentiment.search.storage import make_storage, stale_trial_callback
 from sentiment.search.trial import config_fingerprint, run_tracked_trial
 from sentiment.tokens import TokenizedData
@@ -94,13 +88,17 @@ def warm_start(cfg: DictConfig, study: optuna.Study) -> int:
 def start_from_defaults(cfg: DictConfig, study: optuna.Study) -> bool:
     """Enqueue the configured model and regularizer values (sweep.start_from_defaults), after
     any warm-start trials: a known-good configuration ends first, so the search has a good model
-    early and a yardstick for the pruner to cut samples against. Returns whether it did."""
+    early and a yardstick for the pruner to cut samples against. With sweep.noise_repeats >= 2
+    they are enqueued that many times, each trial with its own seed: the seed noise is measured
+    on them (search.noise). Returns whether it did."""
     if not cfg.sweep.start_from_defaults:
         return False
     values = configured_values(cfg)
-    study.enqueue_trial(values)
+    repeats = min(cfg.sweep.noise_repeats, cfg.sweep.n_trials)  # more would never run
+    for repeat in range(repeats):
+        study.enqueue_trial(values, user_attrs={REPEAT_ATTR: repeat} if repeats >= 2 else None)
     study.set_user_attr("start_from_defaults", values)
-    log.info("start from defaults: enqueued %s", values)
+    log.info("start from defaults: enqueued %s%s", values, f" {repeats} times (seed noise)" if repeats >= 2 else "")
     return True
 
 
@@ -177,7 +175,9 @@ def run_trials(cfg: DictConfig, data: TokenizedData, parent_run_id: str | None =
     _optimize(cfg, study, objective, deadline, show_progress=worker == 0)
     while True:
         reconcile(cfg, study)
-        if count(study, (TrialState.WAITING,)) and (deadline is None or time.monotonic() < deadline):
+        # Queued trials are run while the study lacks trials; beyond n_trials they are left queued.
+        wanted = count(study, TAKEN) < cfg.sweep.n_trials
+        if wanted and count(study, (TrialState.WAITING,)) and (deadline is None or time.monotonic() < deadline):
             _optimize(cfg, study, objective, deadline, show_progress=worker == 0)  # retries of dead workers' trials
             continue
         running = count(study, (TrialState.RUNNING,))
@@ -215,22 +215,32 @@ def finished_outcome(cfg: DictConfig) -> SearchOutcome | None:
     if study.user_attrs.get("config_fingerprint") != config_fingerprint(cfg):
         return None  # open_study explains the difference
     reconcile(cfg, study)
-    if count(study, FINISHED) < cfg.sweep.n_trials or count(study, (TrialState.RUNNING, TrialState.WAITING)):
+    if count(study, FINISHED) < cfg.sweep.n_trials or count(study, (TrialState.RUNNING,)):
         return None
-    return SearchOutcome("optuna", optuna_trials_table(study), ranked(study), _counts(study))
+    return outcome(cfg, study)
 
 
 def search(cfg: DictConfig, data: TokenizedData) -> SearchOutcome:
     """Run what is missing, then summarize the whole study on the active (parent) run."""
     study = run_trials(cfg, data)
     # What actually ran, by class: a config typo can never silently fall back to a default.
-    mlflow.set_tags({"sweep.sampler": type(study.sampler.inner).__name__, "sweep.pruner": type(study.pruner).__name__})
+    mlflow.set_tags({"sweep.sampler": type(study.sampler.inner).__name__, "sweep.pruner": pruner_name(study.pruner)})
     if "warm_start" in study.user_attrs:
         mlflow.set_tag("sweep.warm_start", json.dumps(study.user_attrs["warm_start"]))
     if "start_from_defaults" in study.user_attrs:
         mlflow.set_tag("sweep.start_from_defaults", json.dumps(study.user_attrs["start_from_defaults"]))
+    result = outcome(cfg, study)
+    if result.noise is not None:
+        mlflow.log_metrics(result.noise.flat())
+        mlflow.log_dict(result.noise.to_dict(), "seed_noise.json")
     log_optuna_plots(study)
-    return SearchOutcome("optuna", optuna_trials_table(study), ranked(study), _counts(study))
+    return result
+
+
+def outcome(cfg: DictConfig, study: optuna.Study) -> SearchOutcome:
+    """The study as the sweep reports it: its trials (with their noise band), ranked, counted."""
+    noise = study_noise(study, cfg.sweep.objective, cfg.sweep.pruner.noise_widths)
+    return SearchOutcome("optuna", optuna_trials_table(study, noise), ranked(study), _counts(study), noise)
 
 
 def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

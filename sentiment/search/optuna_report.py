@@ -6,8 +6,11 @@ import logging
 import warnings
 
 import mlflow
+import numpy as np
 import optuna
 import pandas as pd
+
+from sentiment.search.noise import SeedNoise
 
 log = logging.getLogger(__name__)
 
@@ -21,23 +24,33 @@ OPTUNA_PLOTS = {
 }
 
 
-def optuna_trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, best objective first (unfinished trials last)."""
+def optuna_trials_table(study: optuna.Study, noise: SeedNoise | None = None) -> pd.DataFrame:
+    """One row per trial, best objective first (unfinished trials last). With the study's seed
+    noise: each value's 95 % interval over seeds, and whether it is tied with the best (within
+    the noise band of it)."""
     frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
     if frame.empty:
         return frame
     frame = frame.rename(columns=lambda c: c.replace("params_", "").replace("user_attrs_", ""))
     frame = frame.drop(columns=[c for c in ("mlflow_run_id",) if c in frame.columns])
-    frame["duration"] = frame["duration"].dt.total_seconds().round(1)
+    # Trials still running have no duration yet: the column is then not a timedelta one.
+    frame["duration"] = pd.to_timedelta(frame["duration"]).dt.total_seconds().round(1)
     ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
-    return frame.sort_values("value", ascending=ascending, na_position="last").reset_index(drop=True)
+    frame = frame.sort_values("value", ascending=ascending, na_position="last").reset_index(drop=True)
+    complete = frame["state"] == "COMPLETE"  # a pruned trial's value is its last epoch's, not its end
+    if noise is not None and complete.any():
+        values = frame.loc[complete, "value"]
+        best = values.min() if ascending else values.max()
+        frame.insert(2, "interval", np.where(complete, f"±{noise.interval:.4f}", ""))
+        frame.insert(3, "tied_with_best", complete & ((frame["value"] - best).abs() <= noise.final_band))
+    return frame
 
 
 def log_optuna_plots(study: optuna.Study) -> None:
     """Optuna's plots as interactive HTML and as PNG, under plots/ of the active run."""
-    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(completed) < 2:
-        log.info("fewer than 2 completed trials: skipping Optuna plots")
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    if len(finished) < 2:
+        log.info("fewer than 2 finished trials: skipping Optuna plots")
         return
     import matplotlib
 

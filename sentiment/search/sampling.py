@@ -1,4 +1,4 @@
-"""How Optuna proposes and cuts trials: the sampler and pruner named in config, the search space.
+"""How Optuna proposes trials: the sampler named in config, the search space (search.pruning cuts them).
 
 Samplers are seeded per trial from the seed and the trial's number, so a resumed study
 continues its sequence instead of repeating its first samples, two workers (which never get
@@ -16,9 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import KerasPruningCallback
 
-from sentiment.engines import PRUNERS, SAMPLERS, search_algorithm
+from sentiment.engines import SAMPLERS, search_algorithm
 
 
 def sample_params(trial: optuna.Trial, space: DictConfig) -> dict:
@@ -82,17 +81,3 @@ def in_space(spec: DictConfig, value) -> bool:
     if spec.type == "categorical":
         return value in list(spec.choices)
     return spec.low <= value <= spec.high
-
-
-class EpochPruningCallback(KerasPruningCallback):
-    """Optuna's Keras callback, reporting epochs trained (1, 2, ...) as the step instead of
-    Keras's 0-based epoch index: the pruners' resource settings then count epochs, so
-    successive halving with min_epochs=1 decides after the first epoch, not the second."""
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_end(epoch + 1, logs)
-
-
-def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
-    """sweep.pruner.kind's Optuna pruner; the resource is the epoch (reported once per epoch)."""
-    return PRUNERS[cfg.sweep.pruner.kind](cfg.sweep.pruner, cfg.train.max_epochs)

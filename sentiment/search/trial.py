@@ -104,7 +104,9 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
         result = train(trial_cfg, data,
                        callbacks=[tracking.EpochMetricsCallback(), EpochLog(run_name), *(callbacks or []), stopper])
     except optuna.TrialPruned as pruned:
-        tracking.end_run("KILLED", {"state": "pruned", "pruned": "true", "pruned_reason": str(pruned)})
+        # An engine's pruning exception may carry by how much the trial was cut (search.pruning).
+        tracking.end_run("KILLED", {"state": "pruned", "pruned": "true", "pruned_reason": str(pruned),
+                                    **getattr(pruned, "tags", {})})
         raise
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
         tracking.end_run("FAILED", {"state": "failed", "error": f"{type(err).__name__}: {err}"[:5000]})

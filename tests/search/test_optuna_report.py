@@ -121,11 +121,18 @@ def test_plots_are_logged_as_html_and_png_once_two_trials_completed(mlflow_run, 
         assert (local / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_fewer_than_two_completed_trials_log_no_plots(mlflow_run):
+def test_fewer_than_two_finished_trials_log_no_plots(mlflow_run):
     study = optuna.create_study()
     _trial(study, 0.3)
     _trial(study, state=TrialState.FAIL)
-    _trial(study, state=TrialState.PRUNED)
     _trial(study, state=TrialState.RUNNING)
     log_optuna_plots(study)
     assert _artifacts(mlflow_run) == []
+
+
+def test_one_complete_and_one_pruned_trial_are_enough_for_the_history_plot(mlflow_run):
+    study = optuna.create_study()
+    _trial(study, 0.3)
+    _trial(study, state=TrialState.PRUNED)
+    log_optuna_plots(study)
+    assert {"plots/optimization_history.html", "plots/optimization_history.png"} <= set(_artifacts(mlflow_run, "plots"))

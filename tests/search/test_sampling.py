@@ -6,7 +6,7 @@ import pytest
 from sentiment.config import load_config
 from sentiment.engines import ENGINES, SAMPLERS
 from sentiment.errors import ConfigError
-from sentiment.search.sampling import configured_values, make_pruner, make_sampler, sample_params
+from sentiment.search.sampling import configured_values, make_sampler, sample_params
 from tests.conftest import tiny_overrides
 
 
@@ -19,13 +19,6 @@ def test_every_optuna_algorithm_in_the_config_table_has_a_sampler():
 def test_sweep_algorithm_picks_the_optuna_sampler(imdb_dir, tmp_path, algorithm, sampler):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.algorithm={algorithm}"])
     assert type(make_sampler(cfg).inner).__name__ == sampler
-
-
-@pytest.mark.parametrize("kind, pruner", [("median", "MedianPruner"), ("successive_halving", "SuccessiveHalvingPruner"),
-                                          ("hyperband", "HyperbandPruner"), ("none", "NopPruner")])
-def test_pruner_kind_picks_the_optuna_pruner(imdb_dir, tmp_path, kind, pruner):
-    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.pruner.kind={kind}"])
-    assert type(make_pruner(cfg)).__name__ == pruner
 
 
 def test_unsupported_algorithm_is_one_line_before_any_data(imdb_dir, tmp_path):
