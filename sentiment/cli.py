@@ -158,14 +158,16 @@ def cmd_promote(args, cfg) -> int:
     if not result.table.empty:
         print(result.table.to_string(float_format=lambda v: f"{v:.4f}"))
         print("source runs: " + ", ".join(f"v{v} {run}" for v, run in result.source_runs.items()))
+    if result.comparison is not None:
+        print(result.comparison.describe())
     messages = {
         "first champion": f"v{result.candidate} is the first @champion",
-        "promoted": f"v{result.candidate} beat v{result.champion} on {cfg.promote.metric} by >= "
-                    f"{cfg.promote.margin}: @champion -> v{result.candidate}, @previous -> v{result.champion}",
-        "forced": f"FORCE: v{result.candidate} did not beat v{result.champion} on {cfg.promote.metric}, "
-                  f"promoted anyway: @champion -> v{result.candidate}, @previous -> v{result.champion}",
-        "refused": f"v{result.candidate} did not beat @champion v{result.champion} on {cfg.promote.metric} by "
-                   f">= {cfg.promote.margin}: nothing moved (FORCE=1 promotes anyway)",
+        "promoted": f"PROMOTE v{result.candidate} over v{result.champion} ({result.reason}): "
+                    f"@champion -> v{result.candidate}, @previous -> v{result.champion}",
+        "forced": f"FORCE: HOLD overridden for v{result.candidate} ({result.reason}), promoted anyway: "
+                  f"@champion -> v{result.candidate}, @previous -> v{result.champion}",
+        "refused": f"HOLD: v{result.candidate} stays behind @champion v{result.champion} ({result.reason}): "
+                   "nothing moved (FORCE=1 promotes anyway)",
         "already champion": f"v{result.candidate} is already @champion: nothing to do",
     }
     print(f"{result.model_name}: {messages[result.decision]}")

@@ -243,6 +243,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _check(isinstance(sweep.calibrate, bool), "sweep.calibrate", sweep.calibrate, "true or false")
     _check(isinstance(sweep.seed_per_trial, bool), "sweep.seed_per_trial", sweep.seed_per_trial, "true or false")
     _validate_noise(cfg)
+    _validate_heartbeat(cfg)
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 
@@ -250,6 +251,17 @@ def _validate_sweep(cfg: DictConfig) -> None:
 def _non_negative(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
     _check(_is_number(value) and value >= 0, key, value, "a number >= 0")
+
+
+def _validate_heartbeat(cfg: DictConfig) -> None:
+    """A trial silent for the grace period is failed and retried: the period must outlast beats."""
+    for key in ("sweep.heartbeat_interval", "sweep.grace_period"):
+        _positive_int(cfg, key)
+    _check(_is_int(cfg.sweep.max_retry) and cfg.sweep.max_retry >= 0, "sweep.max_retry", cfg.sweep.max_retry,
+           "an integer >= 0")
+    interval, grace = cfg.sweep.heartbeat_interval, cfg.sweep.grace_period
+    _check(grace > interval, "sweep.grace_period", grace,
+           f"more seconds than sweep.heartbeat_interval={interval}, or live trials would be failed between beats")
 
 
 def _validate_noise(cfg: DictConfig) -> None:

@@ -104,7 +104,7 @@ def choose_members(cfg: DictConfig, y_val: np.ndarray, val_probabilities: list[n
     gain = (mean - single) if maximizes(objective) else (single - mean)
     if noise is None:
         return n, f"the mean of the top {n} of {of} candidates ({objective} better by {gain:.4f})"
-    margin = cfg.sweep.ensemble_noise_widths * noise.final_sd
+    margin = cfg.sweep.ensemble_noise_widths * noise.value_sd
     if gain <= margin:
         return 1, (f"the best trial: the mean of the top {n} is better on {objective} by only {gain:.4f}, "
                    f"within the noise margin {margin:.4f}")

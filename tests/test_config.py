@@ -82,3 +82,32 @@ def test_a_null_dimension_removes_it_from_the_search_space():
 def test_a_split_key_cannot_be_searched():
     with pytest.raises(ConfigError, match="sweep.space.val.key='data.val_fraction' is invalid.*same validation"):
         load_config(["+sweep.space.val={key: data.val_fraction, type: float, low: 0.1, high: 0.3}"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sweep.noise_repeats=2", "sweep.start_from_defaults=false"],
+     "sweep.noise_repeats=2 repeats the configured values .* needs sweep.start_from_defaults=true"),
+    (["sweep.noise_repeats=0"], r"sweep.noise_repeats=0 is invalid: expected an integer > 0"),
+    (["sweep.pruner.noise_widths=-1"], r"sweep.pruner.noise_widths=-1 is invalid: expected a number >= 0"),
+    (["sweep.ensemble_noise_widths=many"], r"sweep.ensemble_noise_widths='many' is invalid"),
+])
+def test_noise_settings_are_checked_in_one_line(imdb_dir, tmp_path, overrides, message):
+    from sentiment.errors import ConfigError
+    from tests.conftest import tiny_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(tiny_overrides(imdb_dir, tmp_path) + overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sweep.heartbeat_interval=0"], r"sweep.heartbeat_interval=0 is invalid: expected an integer > 0"),
+    (["sweep.heartbeat_interval=60", "sweep.grace_period=60"],
+     r"sweep.grace_period=60 is invalid: expected more seconds than sweep.heartbeat_interval=60"),
+    (["sweep.max_retry=-1"], r"sweep.max_retry=-1 is invalid: expected an integer >= 0"),
+])
+def test_heartbeat_settings_are_checked_in_one_line(imdb_dir, tmp_path, overrides, message):
+    from sentiment.errors import ConfigError
+    from tests.conftest import tiny_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(tiny_overrides(imdb_dir, tmp_path) + overrides)

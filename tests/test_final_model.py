@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sentiment.final_model import best_prefix, fit_calibration
+from sentiment.final_model import best_prefix, choose_members, fit_calibration
 from sentiment.model import build_model, calibrated, end_to_end
 from sentiment.model_code import KERAS_ARTIFACT, Calibration, ReviewClassifier
+from sentiment.search.noise import SeedNoise
 from sentiment.tokens import make_vectorizer
+from tests.conftest import tiny_overrides
 
 LABELS = np.array([1, 0, 1, 0, 1, 0])
 
@@ -32,6 +34,42 @@ def test_one_candidate_and_ties_keep_the_fewest():
     same = np.array([0.9, 0.1, 0.8, 0.2, 0.9, 0.1])
     assert best_prefix(LABELS, [same]) == 1
     assert best_prefix(LABELS, [same, same.copy()]) == 1  # an identical copy adds nothing
+
+
+def _noise(final_sd):
+    return SeedNoise("val_loss", {1: final_sd}, final_sd=final_sd, repeats=[0, 1], widths=2.0)
+
+
+@pytest.fixture
+def ensemble_cfg(imdb_dir, tmp_path):
+    from sentiment.config import load_config
+
+    return load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=ensemble", "sweep.ensemble_noise_widths=1"])
+
+
+def test_a_mean_that_beats_the_best_trial_beyond_the_noise_is_taken(ensemble_cfg):
+    first = np.array([0.9, 0.1, 0.4, 0.2, 0.9, 0.6])
+    second = np.array([0.6, 0.4, 0.9, 0.6, 0.7, 0.1])
+    gain = _log_loss(first) - _log_loss((first + second) / 2)
+    assert gain > 0.02
+    n, why = choose_members(ensemble_cfg, LABELS, [first, second], _noise(gain / 2))
+    assert n == 2 and f"better on val_loss by {gain:.4f}, beyond the noise margin {gain / 2:.4f}" in why
+
+
+def test_a_mean_within_the_noise_of_the_best_trial_gives_way_to_the_best_trial(ensemble_cfg):
+    first = np.array([0.9, 0.1, 0.4, 0.2, 0.9, 0.6])
+    second = np.array([0.6, 0.4, 0.9, 0.6, 0.7, 0.1])
+    gain = _log_loss(first) - _log_loss((first + second) / 2)
+    n, why = choose_members(ensemble_cfg, LABELS, [first, second], _noise(gain * 2))
+    assert n == 1 and "within the noise margin" in why
+    # Without a noise estimate the best prefix on validation decides alone.
+    assert choose_members(ensemble_cfg, LABELS, [first, second], None)[0] == 2
+
+
+def _log_loss(probability):
+    from sentiment.metrics import classification_metrics
+
+    return classification_metrics(LABELS, probability)["loss"]
 
 
 def test_calibration_undoes_a_decision_offset():

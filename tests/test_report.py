@@ -17,12 +17,14 @@ from sentiment.metrics import METRICS, accuracy_by_length, classification_metric
 from sentiment.report import (
     Headline,
     description_markdown,
+    headline_sentence,
     log_outcome,
     markdown_table,
     summary_markdown,
     version_description,
 )
 from sentiment.search.contract import BestTrial, SearchOutcome
+from sentiment.search.noise import SeedNoise
 from sentiment.sweep import Evaluation
 from tests.conftest import tiny_overrides
 
@@ -302,3 +304,52 @@ def test_log_outcome_without_completed_trials_logs_no_best(store):
     assert not any(name.startswith("best_") for name in data.metrics)
     assert data.metrics["trials_failed"] == 2
     assert data.tags["mlflow.note.content"] == "Trials: 0 complete, 2 failed. Details: `summary.md`, `evaluation/`, `plots/`.\n"
+
+
+# --- seed noise, intervals and ties ----------------------------------------------------------
+
+NOISE = SeedNoise("val_loss", {1: 0.005, 2: 0.005}, final_sd=0.005, repeats=[0, 1], widths=2.0)
+
+
+def noisy_outcome() -> SearchOutcome:
+    """Trial 2 trails the best by 0.008 (< the band 0.01): tied; trial 9 was cut with its margin."""
+    table = pd.DataFrame({"number": [7, 2, 9], "value": [0.3125, 0.3205, 0.45], "state": ["COMPLETE", "COMPLETE", "PRUNED"],
+                          "tied_with_best": [True, True, False], "cut_epoch": [float("nan"), 1.0, 1.0],
+                          "cut_value": [float("nan"), 0.33, 0.45], "cut_cutoff": [float("nan"), 0.325, 0.325],
+                          "cut_margin": [float("nan"), 0.005, 0.125], "cut_noise_band": [float("nan"), 0.02, 0.02]})
+    return SearchOutcome("optuna", table, [BEST, SECOND], dict(COUNTS), NOISE)
+
+
+def test_summary_gives_the_noise_the_best_value_with_its_interval_and_the_tied_trials():
+    summary = summary_markdown(noisy_outcome(), "s", "val_loss")
+    assert f"Seed noise: {NOISE.describe()}." in summary
+    assert "val_loss = 0.3125 ± 0.0098; tied with it (within the noise): trials 2" in summary
+
+
+def test_summary_tabulates_each_pruning_decision_cut_or_spared():
+    rows = table_rows(summary_markdown(noisy_outcome(), "s", "val_loss"), "| trial | state | epoch |")
+    assert rows == ["| 2 | COMPLETE | 1 | 0.3300 | 0.3250 | +0.0050 | 0.0200 |",
+                    "| 9 | PRUNED | 1 | 0.4500 | 0.3250 | +0.1250 | 0.0200 |"]
+
+
+def test_without_noise_the_summary_says_so_and_marks_no_ties():
+    summary = summary_markdown(outcome(), "s", "val_loss")
+    assert "Seed noise: not measured" in summary and "tied with it" not in summary and "±" not in summary
+
+
+def test_test_accuracy_carries_its_interval_in_the_summary_the_description_and_the_version_tags():
+    ev = evaluation()
+    ev.test_interval, ev.baseline_interval = (0.41, 0.93), (0.22, 0.81)
+    summary = summary_markdown(noisy_outcome(), "s", "val_loss", ev)
+    accuracy_row = next(row for row in table_rows(summary, "| metric |") if row.startswith("| accuracy |"))
+    assert "(95 % interval 0.4100-0.9300)" in accuracy_row and "(95 % interval 0.2200-0.8100)" in accuracy_row
+    stored = Headline.from_version_tags("5", {**version_tags(ev), **{k: str(v) for k, v in ev.interval_tags().items()}})
+    assert stored == Headline.from_evaluation(ev, "5")
+    description = description_markdown(noisy_outcome(), "val_loss", stored)
+    assert f"**{ev.test_metrics['accuracy']:.4f} (95 % interval 0.4100-0.9300)**" in description
+    assert "Seed noise:" in description and "tied with it (within the noise): trials 2" in description
+    assert headline_sentence(stored).startswith("Final model (best trial")
+
+
+def test_a_version_without_member_tags_has_no_members():
+    assert Headline.from_version_tags("3", {"test_accuracy": "0.9"}).member_run_ids == []

@@ -1,4 +1,11 @@
-"""Compare a candidate version with @champion on the same test reviews, then move the aliases."""
+"""Compare a candidate version with @champion on the same test reviews, then move the aliases.
+
+Two seeds of one configuration differ by up to ~1 point of accuracy, so a higher number alone
+can be seed noise. The gate is paired: both models score the same reviews, and only the reviews
+they disagree on carry evidence (metrics.paired_accuracy: exact McNemar, and the interval of
+the difference). A candidate is promoted when it beats the champion on `promote.metric` by
+`promote.margin` AND its accuracy gain is significant at `promote.alpha`; otherwise it is held.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,15 @@ import logging
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
 from sentiment import tracking
 from sentiment.config import apply_sample
 from sentiment.data import Reviews, load_test_reviews
-from sentiment.errors import TrackingError
-from sentiment.metrics import LOWER_IS_BETTER, METRICS, classification_metrics
+from sentiment.errors import ConfigError, TrackingError
+from sentiment.metrics import LOWER_IS_BETTER, METRICS, PairedComparison, classification_metrics, paired_accuracy
 from sentiment.model_code import TEXT_COLUMN
 from sentiment.registry import versions
 
@@ -30,12 +38,15 @@ class Promotion:
     decision: str                 # promoted, forced, refused, already champion
     table: pd.DataFrame           # metrics side by side, one column per version
     source_runs: dict[str, str]   # version -> the run that logged it
+    comparison: PairedComparison | None = None  # review by review, when there was a champion
+    reason: str = ""              # why PROMOTE or HOLD, in a sentence
 
 
-def score_version(model_name: str, version: str, reviews: Reviews) -> dict[str, float]:
+def score_version(model_name: str, version: str, reviews: Reviews) -> tuple[dict[str, float], np.ndarray]:
+    """The version's metrics on the reviews, and its probability per review (for the paired test)."""
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     probability = model.predict(pd.DataFrame({TEXT_COLUMN: reviews.texts}))["probability"].to_numpy()
-    return {**classification_metrics(reviews.labels, probability), "test_reviews": float(len(reviews.labels))}
+    return {**classification_metrics(reviews.labels, probability), "test_reviews": float(len(reviews.labels))}, probability
 
 
 def is_better(candidate: dict, champion: dict, metric: str, margin: float) -> bool:
@@ -50,6 +61,9 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
     name, settings = cfg.tracking.model_name, cfg.promote
     if settings.metric not in METRICS:
         raise TrackingError(f"promote.metric={settings.metric!r} is invalid: expected one of {', '.join(METRICS)}")
+    alpha = settings.alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+        raise ConfigError(f"promote.alpha={alpha!r} is invalid: expected a significance level in (0, 1], e.g. 0.05")
     versions.check_can_move_aliases(name, cfg.tracking.uri)
     candidate = versions.get_version(name, version) if version else versions.newest_version(name)
     if candidate is None:
@@ -60,29 +74,39 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
         return Promotion(name, cand_v, champ_v, "already champion", pd.DataFrame(), {})
 
     reviews = load_test_reviews(apply_sample(cfg, {"data.test_samples": settings.test_samples}))
-    scores = {"candidate": score_version(name, cand_v, reviews)}
-    if champ_v:
-        scores["champion"] = score_version(name, champ_v, reviews)
-    decision = _decide(scores, settings, force)
+    scores, probabilities = {}, {}
+    for side, side_v in (("candidate", cand_v), ("champion", champ_v)):
+        if side_v:
+            scores[side], probabilities[side] = score_version(name, side_v, reviews)
+    comparison = (paired_accuracy(reviews.labels, probabilities["candidate"], probabilities["champion"])
+                  if champ_v else None)
+    decision, reason = _decide(scores, comparison, settings, force)
     with versions.alias_lock(name):
         current_v = _champion_now(name, champ_v, force)
         if current_v != champ_v:  # FORCE does not rest on the comparison: whoever is champion now steps down
             decision = "forced" if current_v != cand_v else "already champion"
         if decision in MOVES_ALIASES:
             versions.move_champion(name, cand_v, current_v)
-    _record(name, cand_v, champ_v, scores, decision, settings.metric)
+    _record(name, cand_v, champ_v, scores, decision, settings, comparison)
     columns = {"candidate": f"candidate v{cand_v}", "champion": f"champion v{champ_v}"}  # for people only
     table = pd.DataFrame(scores).rename(columns=columns, index={"test_reviews": "test reviews"})
     sources = {cand_v: candidate.run_id, **({champ_v: champion.run_id} if champion else {})}
-    return Promotion(name, cand_v, champ_v, decision, table, sources)
+    return Promotion(name, cand_v, champ_v, decision, table, sources, comparison, reason)
 
 
-def _decide(scores: dict, settings: DictConfig, force: bool) -> str:
-    if "champion" not in scores:
-        return "first champion"
-    if is_better(scores["candidate"], scores["champion"], settings.metric, settings.margin):
-        return "promoted"
-    return "forced" if force else "refused"
+def _decide(scores: dict, comparison: PairedComparison | None, settings: DictConfig, force: bool) -> tuple[str, str]:
+    """promoted only when the candidate is better by the margin and significantly so; the reason."""
+    if comparison is None:
+        return "first champion", "no champion yet"
+    if not is_better(scores["candidate"], scores["champion"], settings.metric, settings.margin):
+        reason = f"not better on {settings.metric} by >= {settings.margin}"
+    elif comparison.difference <= 0 or comparison.p_value >= settings.alpha:
+        reason = (f"better on {settings.metric}, but within the noise: McNemar p = {comparison.p_value:.3g} "
+                  f">= alpha {settings.alpha} ({comparison.candidate_only} vs {comparison.champion_only} discordant reviews)")
+    else:
+        return "promoted", (f"better on {settings.metric} by >= {settings.margin}, and significantly: "
+                            f"McNemar p = {comparison.p_value:.3g} < alpha {settings.alpha}")
+    return ("forced" if force else "refused"), reason
 
 
 def _champion_now(name: str, expected: str | None, force: bool) -> str | None:
@@ -98,12 +122,20 @@ def _champion_now(name: str, expected: str | None, force: bool) -> str | None:
     return current_v
 
 
-def _record(name: str, cand_v: str, champ_v: str | None, scores: dict, decision: str, metric: str) -> None:
-    """Decision and both sides' metrics as version tags, so the registry keeps the evidence."""
+def _record(name: str, cand_v: str, champ_v: str | None, scores: dict, decision: str, settings: DictConfig,
+            comparison: PairedComparison | None) -> None:
+    """Decision, both sides' metrics and the paired test as version tags: the registry keeps the evidence."""
     cand_scores = scores["candidate"]
-    tags = {"promotion.decision": decision, "promotion.metric": metric,
+    tags = {"promotion.decision": decision, "promotion.metric": settings.metric,
             "promotion.compared_with": champ_v or "none",
             **{f"promotion.{k}": round(v, 6) for k, v in cand_scores.items()}}
+    if comparison is not None:
+        tags |= {"promotion.alpha": settings.alpha, "promotion.margin": settings.margin,
+                 "promotion.difference": round(comparison.difference, 6),
+                 "promotion.difference_low": round(comparison.interval[0], 6),
+                 "promotion.difference_high": round(comparison.interval[1], 6),
+                 "promotion.p_value": comparison.p_value, "promotion.candidate_only": comparison.candidate_only,
+                 "promotion.champion_only": comparison.champion_only}
     if champ_v:
         champ_scores = scores["champion"]
         tags.update({f"promotion.champion_{k}": round(v, 6) for k, v in champ_scores.items()})

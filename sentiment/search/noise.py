@@ -32,30 +32,42 @@ class SeedNoise:
     repeats: list[int]           # the trial numbers measured
     widths: float                # sweep.pruner.noise_widths: how many sd make a difference
 
+    @property
+    def pooled_sd(self) -> float:
+        """The per-epoch sds pooled (root mean square): a few repeats give each epoch's sd only
+        a degree of freedom or two, so one lucky near-tie must not shrink a band to nothing."""
+        return float(np.sqrt(np.mean(np.square(list(self.per_epoch.values())))))
+
     def at(self, epoch: int) -> float:
-        """The sd after `epoch` epochs; past the last measured epoch, the last one's."""
+        """The sd that counts after `epoch` epochs: that epoch's (past the last measured one, the
+        last one's), or the pooled sd where it is larger; the rules err toward keeping a trial."""
         measured = [e for e in self.per_epoch if e <= epoch] or [min(self.per_epoch)]
-        return self.per_epoch[max(measured)]
+        return max(self.per_epoch[max(measured)], self.pooled_sd)
 
     def band(self, epoch: int) -> float:
         """How far a trial may trail at this epoch before the difference counts."""
         return self.widths * self.at(epoch)
 
     @property
+    def value_sd(self) -> float:
+        """The sd of a trial's value (its best epoch): measured at the repeats' end, or pooled."""
+        return max(self.final_sd, self.pooled_sd)
+
+    @property
     def final_band(self) -> float:
         """How close to the best value a trial's is still tied with it."""
-        return self.widths * self.final_sd
+        return self.widths * self.value_sd
 
     @property
     def interval(self) -> float:
         """Half-width of a trial value's 95 % interval over seeds."""
-        return Z95 * self.final_sd
+        return Z95 * self.value_sd
 
     def describe(self) -> str:
         epochs = ", ".join(f"epoch {e} {sd:.4f}" for e, sd in sorted(self.per_epoch.items()))
         return (f"seed noise of {self.objective} (sd over {len(self.repeats)} seeds of the configured values, "
-                f"trials {', '.join(map(str, self.repeats))}): {epochs}; at the trials' end {self.final_sd:.4f}, "
-                f"so a difference counts beyond {self.final_band:.4f} ({self.widths:g} sd)")
+                f"trials {', '.join(map(str, self.repeats))}): {epochs}; pooled {self.pooled_sd:.4f}; at the trials' "
+                f"end {self.final_sd:.4f}, so a difference counts beyond {self.final_band:.4f} ({self.widths:g} sd)")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "per_epoch": {str(e): sd for e, sd in self.per_epoch.items()}}
@@ -67,7 +79,7 @@ class SeedNoise:
 
     def flat(self) -> dict[str, float]:
         """As MLflow metrics of the parent run."""
-        return {"seed_noise_sd": self.final_sd, "seed_noise_band": self.final_band,
+        return {"seed_noise_sd": self.value_sd, "seed_noise_pooled_sd": self.pooled_sd, "seed_noise_band": self.final_band,
                 **{f"seed_noise_sd_epoch_{e}": sd for e, sd in self.per_epoch.items()}}
 
 

@@ -103,6 +103,13 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
         stopper = StopAtDeadline(deadline)
         result = train(trial_cfg, data,
                        callbacks=[tracking.EpochMetricsCallback(), EpochLog(run_name), *(callbacks or []), stopper])
+        # Inside the try: a failed upload or a full disk must close the run FAILED too, or later
+        # trials would nest under a run left RUNNING on MLflow's active-run stack.
+        mlflow.log_metrics(final_metrics(result.metrics))
+        if stopper.stopped_after is not None:
+            log.info("%s: sweep.timeout passed, stopped after epoch %d", run_name, stopper.stopped_after)
+            mlflow.set_tag("stopped_by", "sweep.timeout")
+        tracking.log_keras_model(result.model)
     except optuna.TrialPruned as pruned:
         # An engine's pruning exception may carry by how much the trial was cut (search.pruning).
         tracking.end_run("KILLED", {"state": "pruned", "pruned": "true", "pruned_reason": str(pruned),
@@ -111,10 +118,5 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
         tracking.end_run("FAILED", {"state": "failed", "error": f"{type(err).__name__}: {err}"[:5000]})
         raise
-    mlflow.log_metrics(final_metrics(result.metrics))
-    if stopper.stopped_after is not None:
-        log.info("%s: sweep.timeout passed, stopped after epoch %d", run_name, stopper.stopped_after)
-        mlflow.set_tag("stopped_by", "sweep.timeout")
-    tracking.log_keras_model(result.model)
     tracking.end_run("FINISHED", {"state": "complete"})
     return result, run.info.run_id

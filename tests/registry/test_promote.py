@@ -52,3 +52,31 @@ def test_rollback_without_previous_changes_nothing(imdb_dir, tmp_path, capsys):
 def test_promote_without_versions_says_run_sweep(imdb_dir, tmp_path, capsys):
     assert main(["promote", *tiny_overrides(imdb_dir, tmp_path)]) == 2
     assert "make sweep" in capsys.readouterr().err
+
+
+def _gate(comparison, candidate_accuracy, champion_accuracy, force=False):
+    from omegaconf import OmegaConf
+
+    from sentiment.registry.promote import _decide
+
+    settings = OmegaConf.create({"metric": "accuracy", "margin": 0.0, "alpha": 0.05})
+    scores = {"candidate": {"accuracy": candidate_accuracy}, "champion": {"accuracy": champion_accuracy}}
+    return _decide(scores, comparison, settings, force)
+
+
+def test_the_gate_holds_a_copy_of_the_champion_promotes_a_wide_gain_and_holds_one_inside_the_noise():
+    from sentiment.metrics import paired_accuracy
+    from tests.test_metrics import _planted
+
+    labels, candidate, _ = _planted(0, 0)
+    itself = paired_accuracy(labels, candidate, candidate.copy())
+    assert _gate(itself, 0.9, 0.9)[0] == "refused"
+
+    wide = paired_accuracy(*_planted(40, 10))
+    decision, reason = _gate(wide, 0.94, 0.91)
+    assert decision == "promoted" and "McNemar p = " in reason and wide.p_value < 0.05
+
+    small = paired_accuracy(*_planted(12, 8))
+    decision, reason = _gate(small, 0.916, 0.912)
+    assert decision == "refused" and f"within the noise: McNemar p = {small.p_value:.3g} >= alpha 0.05" in reason
+    assert _gate(small, 0.916, 0.912, force=True)[0] == "forced"  # FORCE=1 still overrides, and says so

@@ -40,3 +40,22 @@ def test_pruned_trial_shows_as_pruned(tiny_cfg):
     assert child.info.status == "KILLED"
     assert child.data.tags["pruned"] == "true" and child.data.tags["state"] == "pruned"
     assert "val_loss" in child.data.metrics  # the epoch that was judged is recorded
+
+
+def test_trials_queued_beyond_n_trials_are_not_waited_for_and_the_study_is_complete(tiny_cfg):
+    """Warm-start and configured trials can queue more than sweep.n_trials: the run returns once
+    the study holds n_trials, and the finished study is recognised despite the leftover queue."""
+    from sentiment.search.optuna_engine import finished_outcome, open_study, run_trials
+
+    cfg = OmegaConf.merge(tiny_cfg, {"sweep": {"n_trials": 1, "timeout": None, "study_name": "queued"}})
+    study = open_study(cfg)  # enqueues the configured values
+    for dropout in (0.1, 0.2):
+        study.enqueue_trial({"dropout": dropout})
+    tracking.connect(cfg.tracking)
+    with mlflow.start_run():
+        started = time.monotonic()
+        study = run_trials(cfg, load_data(cfg))
+    assert time.monotonic() - started < 120  # it used to spin here until sweep.timeout, forever without one
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 1 and states.count(optuna.trial.TrialState.WAITING) == 2
+    assert finished_outcome(cfg) is not None

@@ -136,3 +136,18 @@ def test_one_complete_and_one_pruned_trial_are_enough_for_the_history_plot(mlflo
     _trial(study, state=TrialState.PRUNED)
     log_optuna_plots(study)
     assert {"plots/optimization_history.html", "plots/optimization_history.png"} <= set(_artifacts(mlflow_run, "plots"))
+
+
+def test_with_the_seed_noise_each_complete_trial_has_its_interval_and_ties_are_marked():
+    from sentiment.search.noise import SeedNoise
+
+    study = optuna.create_study()
+    for value in (0.30, 0.305, 0.33):
+        _trial(study, value)
+    _trial(study, state=TrialState.PRUNED)
+    _trial(study, state=TrialState.RUNNING)  # no duration yet: the table still builds
+    noise = SeedNoise("val_loss", {1: 0.004}, final_sd=0.004, repeats=[0, 1], widths=2.0)  # tie band 0.008
+    table = optuna_trials_table(study, noise).set_index("number")
+    assert table.loc[[0, 1, 2], "interval"].tolist() == ["±0.0078"] * 3
+    assert table["tied_with_best"].to_dict() == {0: True, 1: True, 2: False, 3: False, 4: False}
+    assert table.loc[3, "interval"] == ""

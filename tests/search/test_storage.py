@@ -112,8 +112,8 @@ def test_retries_stop_after_max_retry(imdb_dir, tmp_path):
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # fail_stale_trials, stable since 2.9
 def test_a_trial_whose_heartbeat_stops_is_failed_handed_to_the_hook_and_retried(imdb_dir, tmp_path):
     """The heartbeat settings of the config decide when a silent trial is stale (SQLite's clock
-    has whole seconds: a 1 s grace period is over after 2.5 s)."""
-    cfg = _cfg(imdb_dir, tmp_path, "sweep.heartbeat_interval=1", "sweep.grace_period=1")
+    has whole seconds: a 2 s grace period is over after 3.5 s)."""
+    cfg = _cfg(imdb_dir, tmp_path, "sweep.heartbeat_interval=1", "sweep.grace_period=2")
     stale = []
     storage = make_storage(cfg.sweep, on_stale_trial=lambda study, trial: stale.append((trial.number, trial.state)))
     study = optuna.create_study(study_name="s", storage=storage)
@@ -122,7 +122,7 @@ def test_a_trial_whose_heartbeat_stops_is_failed_handed_to_the_hook_and_retried(
     storage.record_heartbeat(trial._trial_id)  # what a worker's heartbeat thread does, once
     optuna.storages.fail_stale_trials(study)
     assert stale == [] and study.trials[0].state == TrialState.RUNNING  # still within its grace period
-    time.sleep(2.5)
+    time.sleep(3.5)
     optuna.storages.fail_stale_trials(study)
     assert stale == [(0, TrialState.FAIL)]
     states = [t.state for t in study.trials]

@@ -1,4 +1,5 @@
-"""The study fingerprint: what a study searches, so a resume after a real change is refused."""
+"""One tracked trial: the study fingerprint (what a study searches, so a resume after a real change
+is refused), and a run that always ends with an honest status."""
 
 import pytest
 
@@ -18,3 +19,24 @@ def test_operational_changes_keep_the_study_fingerprint(tiny_cfg, imdb_dir, tmp_
 def test_what_is_trained_or_searched_changes_the_fingerprint(tiny_cfg, imdb_dir, tmp_path, override):
     changed = load_config(tiny_overrides(imdb_dir, tmp_path) + [override])
     assert config_fingerprint(changed) != config_fingerprint(tiny_cfg)
+
+
+@pytest.mark.sweeps  # trains a tiny model
+def test_a_failure_after_training_closes_the_run_failed_and_off_the_active_stack(tiny_cfg, monkeypatch):
+    import mlflow
+
+    from sentiment import tracking
+    from sentiment.search.trial import run_tracked_trial
+    from sentiment.tokens import load_data
+
+    def full_disk(model):
+        raise OSError(28, "No space left on device")
+
+    tracking.connect(tiny_cfg.tracking)
+    monkeypatch.setattr(tracking, "log_keras_model", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_tracked_trial(tiny_cfg, load_data(tiny_cfg), {}, "trial-000", {})
+    assert mlflow.active_run() is None
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED" and "No space left on device" in run.data.tags["error"]
+    assert run.data.metrics["best_val_loss"] > 0  # what training measured is kept
