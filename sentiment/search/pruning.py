@@ -84,7 +84,10 @@ class NoiseAwarePruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         epoch = trial.last_step
-        if epoch is None or REPEAT_ATTR in trial.user_attrs or not self.inner.prune(study, trial):
+        # The inner pruner sees every trial, repeats too: successive halving records each trial's
+        # rung values as it decides, and the later trials are compared with those.
+        inner_cuts = self.inner.prune(study, trial)
+        if epoch is None or REPEAT_ATTR in trial.user_attrs or not inner_cuts:
             return False
         noise = study_noise(study, self.objective, self.widths)
         if noise is None and _repeats_unfinished(study):

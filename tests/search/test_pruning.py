@@ -119,3 +119,18 @@ def test_pruner_kind_picks_the_optuna_pruner(imdb_dir, tmp_path, kind, pruner):
                                                                           "sweep.noise_repeats=2"]))
     # With the noise measured, every kind that cuts is wrapped; one that never cuts stays as it is.
     assert pruner_name(noisy) == (pruner if kind == "none" else f"NoiseAwarePruner({pruner})")
+
+
+def test_the_repeats_count_in_the_rungs_a_later_trial_is_compared_with():
+    """Successive halving records a trial's rung value when it is asked about it: the repeats,
+    never cut, must still be asked, or a later trial would compete with no one."""
+    study = optuna.create_study(pruner=NoiseAwarePruner(_halving(), 1 / 3, "val_loss", widths=2.0))
+    for number, value in enumerate((0.2959, 0.2852)):
+        trial = study.ask()
+        trial.set_user_attr(REPEAT_ATTR, number)
+        trial.report(value, step=1)
+        assert not trial.should_prune()
+        study.tell(trial, value)
+    study.set_user_attr(NOISE_ATTR, SeedNoise("val_loss", {1: 0.001}, 0.001, [0, 1], 2.0).to_dict())
+    pruned, cut = _verdict(study, 0.2977)  # trails the best third (0.2888) by 0.0089 > the band 0.002
+    assert pruned and cut.cutoff == pytest.approx(0.2852 + (0.2959 - 0.2852) / 3, abs=1e-4)
