@@ -83,7 +83,7 @@ lint: $(STAMP) ## ruff over the package and the tests (config in pyproject.toml)
 	$(BIN)/ruff check sentiment tests
 
 test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, servers or browser
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not sweeps and not slow and not integration" $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not sweeps and not slow and not integration and not training" $(ARGS)
 
 bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s, CONTESTANTS="a b")
 	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),) $(if $(CONTESTANTS),--contestants $(CONTESTANTS),)

@@ -21,6 +21,7 @@ def _lstm(model):
     return layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
 
 
+@pytest.mark.training
 def test_model_builds_at_every_corner_of_the_search_space(tiny_cfg):
     x = np.random.default_rng(0).integers(0, 100, size=(3, tiny_cfg.data.sequence_length))
     for sample in _corners(tiny_cfg.sweep.space):

@@ -1,6 +1,7 @@
 """train() and refit() on tiny data: what they fit on, and what they return."""
 
 import keras
+import pytest
 
 from sentiment.tokens import load_data
 from sentiment.train import refit, train
@@ -20,6 +21,7 @@ class CountBatches(keras.callbacks.Callback):
         self.batches += self.epoch == 0
 
 
+@pytest.mark.training
 def test_refit_trains_on_train_plus_val_for_exactly_the_epochs_given(tiny_cfg):
     data = load_data(tiny_cfg)
     trial_batches, refit_batches = CountBatches(), CountBatches()
@@ -35,6 +37,7 @@ def test_refit_trains_on_train_plus_val_for_exactly_the_epochs_given(tiny_cfg):
     assert model.count_params() == trained.model.count_params()
 
 
+@pytest.mark.training
 def test_early_stopping_keeps_the_epoch_the_objective_prefers(tiny_cfg, monkeypatch):
     import numpy as np
     from omegaconf import OmegaConf

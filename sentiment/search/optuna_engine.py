@@ -198,8 +198,10 @@ def _optimize(cfg: DictConfig, study: optuna.Study, objective: Objective, deadli
     study.optimize(
         objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress, gc_after_trial=True,
         timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-        # Other workers finish trials too: stop once the study holds n_trials.
-        callbacks=[MaxTrialsCallback(cfg.sweep.n_trials, states=TAKEN)],
+        # Other workers finish trials too: stop once the study holds n_trials. The seed noise is
+        # measured (and printed) as soon as the last repeat ends, not when a pruner first asks.
+        callbacks=[MaxTrialsCallback(cfg.sweep.n_trials, states=TAKEN),
+                   lambda study, trial: study_noise(study, cfg.sweep.objective, cfg.sweep.pruner.noise_widths)],
     )
     if objective.tracking_error is not None:
         raise TrackingError(f"lost the MLflow tracking store ({tracking.short_error(objective.tracking_error)}); "

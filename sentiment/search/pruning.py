@@ -67,10 +67,12 @@ class Cut:
                 "cut_margin": self.margin, "cut_noise_band": self.band}
 
     def reason(self, objective: str) -> str:
-        verdict = "cut" if self.prunes else "kept"
-        side = "within" if not self.prunes else "beyond"
-        return (f"{verdict}: {objective} {self.value:.4f} after epoch {self.epoch} trails the rung's cutoff "
-                f"{self.cutoff:.4f} by {self.margin:+.4f}, {side} the noise band {self.band:.4f}")
+        head = f"{objective} {self.value:.4f} after epoch {self.epoch}"
+        if self.margin <= 0:
+            return f"kept: {head} is ahead of the rung's cutoff {self.cutoff:.4f} by {-self.margin:.4f}"
+        verdict, side = ("cut", "beyond") if self.prunes else ("kept", "within")
+        return (f"{verdict}: {head} trails the rung's cutoff {self.cutoff:.4f} by {self.margin:.4f}, "
+                f"{side} the noise band {self.band:.4f}")
 
 
 class NoiseAwarePruner(optuna.pruners.BasePruner):

@@ -109,6 +109,7 @@ def test_retries_stop_after_max_retry(imdb_dir, tmp_path):
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
 
 
+@pytest.mark.training
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # fail_stale_trials, stable since 2.9
 def test_a_trial_whose_heartbeat_stops_is_failed_handed_to_the_hook_and_retried(imdb_dir, tmp_path):
     """The heartbeat settings of the config decide when a silent trial is stale (SQLite's clock
