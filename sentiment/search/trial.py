@@ -105,11 +105,7 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
                        callbacks=[tracking.EpochMetricsCallback(), EpochLog(run_name), *(callbacks or []), stopper])
         # Inside the try: a failed upload or a full disk must close the run FAILED too, or later
         # trials would nest under a run left RUNNING on MLflow's active-run stack.
-        mlflow.log_metrics(final_metrics(result.metrics))
-        if stopper.stopped_after is not None:
-            log.info("%s: sweep.timeout passed, stopped after epoch %d", run_name, stopper.stopped_after)
-            mlflow.set_tag("stopped_by", "sweep.timeout")
-        tracking.log_keras_model(result.model)
+        _log_result(run_name, result, stopper)
     except optuna.TrialPruned as pruned:
         # An engine's pruning exception may carry by how much the trial was cut (search.pruning).
         tracking.end_run("KILLED", {"state": "pruned", "pruned": "true", "pruned_reason": str(pruned),
@@ -120,3 +116,12 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
         raise
     tracking.end_run("FINISHED", {"state": "complete"})
     return result, run.info.run_id
+
+
+def _log_result(run_name: str, result: TrainResult, stopper: StopAtDeadline) -> None:
+    """The trained trial's best-epoch metrics, whether the timeout stopped it, and its model."""
+    mlflow.log_metrics(final_metrics(result.metrics))
+    if stopper.stopped_after is not None:
+        log.info("%s: sweep.timeout passed, stopped after epoch %d", run_name, stopper.stopped_after)
+        mlflow.set_tag("stopped_by", "sweep.timeout")
+    tracking.log_keras_model(result.model)
