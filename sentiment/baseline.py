@@ -1,79 +1,149 @@
-"""A bag-of-words linear baseline, logged beside the trials so the UI shows what the LSTM must beat."""
+"""Bag-of-n-grams linear baselines, logged beside the trials so the UI shows what the LSTM must
+beat: tf-idf + logistic regression, and NBSVM (sentiment.nbsvm), the strongest published linear
+model on IMDb. Each is one nested run per study (resumed sweeps don't refit), fitted on the same
+training split as the trials, scored on validation like them and on the test set as a reference
+only. The final model is compared with the baseline that scores best on validation.
+"""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import mlflow
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from sentiment import tracking
+from sentiment import nbsvm, tracking
+from sentiment.engines import BASELINES, STACKED_BASELINE
 from sentiment.data import ReviewSplits
 from sentiment.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
 TEST_PROBABILITY = "test_probability.npy"  # artifact: the champion is compared on the same reviews
+KIND_TAG = "baseline.kind"  # which of engines.BASELINES a run is (runs logged before it was set: tfidf)
+
+
+@dataclass
+class FittedBaseline:
+    description: str
+    probability: Callable[[list[str]], np.ndarray]  # reviews -> probability of positive
+    keras_model: keras.Model | None = None           # raw text -> logit, kept on the run (the stack's input)
 
 
 def _clean(text: str) -> str:
     return text.replace("<br />", " ")
 
 
-def log_baseline(cfg: DictConfig, reviews: ReviewSplits) -> np.ndarray:
-    """TF-IDF of word 1-2 grams + logistic regression, fit on the same training split.
-
-    Scored on validation, like the trials, and on the test set as a reference figure only:
-    nothing is selected with it. Returns its test probabilities (also kept on its run).
-    """
-    train, val, test, _ = reviews.get()
-    start = time.perf_counter()
+def fit_tfidf(texts: list[str], labels: np.ndarray, params: DictConfig) -> FittedBaseline:
+    """TF-IDF of word 1- to n-grams + logistic regression."""
     model = make_pipeline(
-        TfidfVectorizer(preprocessor=lambda t: _clean(t).lower(), ngram_range=(1, 2), min_df=2,
-                        max_features=200_000, sublinear_tf=True),
-        LogisticRegression(C=4.0, max_iter=1000),
+        TfidfVectorizer(preprocessor=lambda t: _clean(t).lower(), ngram_range=(1, params.ngrams),
+                        min_df=params.min_df, max_features=params.max_features, sublinear_tf=True),
+        LogisticRegression(C=params.C, max_iter=1000),
     )
-    model.fit(train.texts, train.labels)
+    model.fit(texts, labels)
+    return FittedBaseline(f"tfidf(1-{params.ngrams} grams)+logistic_regression",
+                          lambda reviews: model.predict_proba(reviews)[:, 1])
+
+
+def fit_nbsvm(texts: list[str], labels: np.ndarray, params: DictConfig) -> FittedBaseline:
+    """NBSVM: naive-Bayes-scaled binary 1- to n-grams + logistic regression, as a Keras model."""
+    model = nbsvm.fit_nbsvm(texts, labels, params)
+    return FittedBaseline(f"nbsvm(1-{params.ngrams} grams)+logistic_regression",
+                          lambda reviews: 1 / (1 + np.exp(-nbsvm.ngram_logit(model, reviews))), model)
+
+
+def log_baselines(cfg: DictConfig, reviews: ReviewSplits, experiment_id: str) -> None:
+    """Log each of baseline.models the study has not logged yet."""
+    logged = {kind_of(run) for run in baseline_runs(experiment_id, cfg.sweep.study_name)}
+    for kind in cfg.baseline.models:
+        if kind not in logged:
+            log_baseline(cfg, reviews, kind)
+
+
+def log_baseline(cfg: DictConfig, reviews: ReviewSplits, kind: str) -> np.ndarray:
+    """Fit one baseline on the training split and log its run. Returns its test probabilities
+    (also kept on its run); nothing is selected with them."""
+    train, val, test, _ = reviews.get()
+    fit = BASELINES[kind]
+    params = cfg.baseline[kind]
+    start = time.perf_counter()
+    fitted = fit(train.texts, train.labels, params)
     metrics = {"fit_seconds": time.perf_counter() - start}
     probabilities = {}
     for name, split in (("val", val), ("test", test)):
-        probabilities[name] = model.predict_proba(split.texts)[:, 1]
+        probabilities[name] = fitted.probability(split.texts)
         metrics.update({f"{name}_{k}": v for k, v in classification_metrics(split.labels, probabilities[name]).items()})
-    with mlflow.start_run(run_name="baseline-tfidf-logreg", nested=True,
-                          tags={tracking.ROLE_TAG: tracking.BASELINE, tracking.STUDY_TAG: cfg.sweep.study_name}):
-        mlflow.log_params({"model": "tfidf(1-2 grams)+logistic_regression", "ngram_range": "1,2",
-                           "C": 4.0, "data.train_samples": cfg.data.train_samples, "seed": cfg.seed})
+    tags = {tracking.ROLE_TAG: tracking.BASELINE, tracking.STUDY_TAG: cfg.sweep.study_name, KIND_TAG: kind}
+    with mlflow.start_run(run_name=f"baseline-{kind}", nested=True, tags=tags):
+        mlflow.log_params({"model": fitted.description, **OmegaConf.to_container(params),
+                           "data.train_samples": cfg.data.train_samples, "seed": cfg.seed})
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / TEST_PROBABILITY
             np.save(path, probabilities["test"])
             mlflow.log_artifact(str(path))
-    log.info("baseline tf-idf + logistic regression: val accuracy %.4f (test %.4f)",
-             metrics["val_accuracy"], metrics["test_accuracy"])
+        if fitted.keras_model is not None:
+            tracking.log_keras_model(fitted.keras_model)
+    log.info("baseline %s: val accuracy %.4f (test %.4f), fitted in %.0f s", fitted.description,
+             metrics["val_accuracy"], metrics["test_accuracy"], metrics["fit_seconds"])
     return probabilities["test"]
 
 
-def find_baseline_run(experiment_id: str, study: str):
-    """The study's baseline run, if one was logged (one per study: resumed sweeps don't refit)."""
-    runs = tracking.find_runs(tracking.BASELINE, {tracking.STUDY_TAG: study}, [experiment_id], max_results=1)
-    return runs[0] if runs else None
+def kind_of(run) -> str:
+    return run.data.tags.get(KIND_TAG, "tfidf")
 
 
-def baseline_test_probability(experiment_id: str, study: str, n_test: int) -> np.ndarray | None:
-    """The stored test probabilities of the study's baseline, if they match the test reviews."""
-    run = find_baseline_run(experiment_id, study)
-    if run is None:
-        return None
+def baseline_runs(experiment_id: str, study: str) -> list:
+    """The study's baseline runs (one per kind)."""
+    return tracking.find_runs(tracking.BASELINE, {tracking.STUDY_TAG: study}, [experiment_id])
+
+
+def find_baseline_run(experiment_id: str, study: str, kind: str = "tfidf"):
+    """The study's baseline run of this kind, if one was logged."""
+    return next((run for run in baseline_runs(experiment_id, study) if kind_of(run) == kind), None)
+
+
+@dataclass
+class Baseline:
+    """A logged baseline's identity and its stored test probabilities."""
+
+    kind: str
+    description: str
+    val_accuracy: float
+    test_probability: np.ndarray
+
+
+def strongest_baseline(experiment_id: str, study: str, n_test: int) -> Baseline | None:
+    """The study's baseline with the best validation accuracy whose stored test probabilities
+    match the test reviews (selection on validation, like the trials')."""
+    usable = [b for b in map(_stored, baseline_runs(experiment_id, study)) if b is not None and len(b.test_probability) == n_test]
+    return max(usable, key=lambda b: b.val_accuracy, default=None)
+
+
+def _stored(run) -> Baseline | None:
     try:
         probability = np.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=TEST_PROBABILITY))
     except Exception as err:  # an older baseline run without the artifact: no comparison, no failure
         log.warning("baseline run %s has no usable %s (%s)", run.info.run_id, TEST_PROBABILITY, err)
         return None
-    return probability if len(probability) == n_test else None
+    return Baseline(kind_of(run), run.data.params.get("model", kind_of(run)),
+                    run.data.metrics.get("val_accuracy", float("nan")), probability)
+
+
+def ngram_model(experiment_id: str, study: str) -> keras.Model:
+    """The study's NBSVM (engines.STACKED_BASELINE) as a raw-text Keras model (text -> logit): the n-gram half of a stack."""
+    run = find_baseline_run(experiment_id, study, STACKED_BASELINE)
+    if run is None:
+        raise LookupError(f"study {study} has no {STACKED_BASELINE} baseline run: add it to baseline.models")
+    return tracking.load_keras_model(run.info.run_id)

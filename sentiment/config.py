@@ -11,7 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sentiment.engines import ENGINES, PRUNERS
+from sentiment.engines import BASELINES, ENGINES, PRUNERS, STACKED_BASELINE
 from sentiment.errors import ConfigError
 from sentiment.stores import reject_password_in_url
 
@@ -25,7 +25,7 @@ VAL_SPLITS = ("id_blocks", "random")
 POOLING_MODES = ("last", "max", "mean", "max+mean")
 EMBEDDING_INITS = ("random", "word2vec")
 LR_SCHEDULES = ("constant", "cosine")
-FINAL_MODELS = ("best", "ensemble")
+FINAL_MODELS = ("best", "ensemble", "stack")
 # Keys an experiment may add rather than only change: new search dimensions.
 EXTENSIBLE_PREFIXES = ("sweep.space.",)
 
@@ -34,8 +34,8 @@ EXTENSIBLE_PREFIXES = ("sweep.space.",)
 MODEL_GROUPS = ("data", "model", "regularizer", "train")
 # Where things live, how long to run, what to do with the result: never what is trained or
 # searched. A study resumes across changes to them, and runs do not log them as params.
-OPERATIONAL_GROUPS = ("tracking", "promote")
-OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir", "sweep.baseline",
+OPERATIONAL_GROUPS = ("tracking", "promote", "baseline")
+OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir",
                     "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
                     "sweep.final", "sweep.ensemble_size", "sweep.ensemble_noise_widths", "sweep.refit", "sweep.calibrate",
                     "sweep.heartbeat_interval", "sweep.grace_period", "sweep.max_retry",
@@ -244,6 +244,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _check(isinstance(sweep.seed_per_trial, bool), "sweep.seed_per_trial", sweep.seed_per_trial, "true or false")
     _validate_noise(cfg)
     _validate_heartbeat(cfg)
+    _validate_baselines(cfg)
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 
@@ -251,6 +252,14 @@ def _validate_sweep(cfg: DictConfig) -> None:
 def _non_negative(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
     _check(_is_number(value) and value >= 0, key, value, "a number >= 0")
+
+
+def _validate_baselines(cfg: DictConfig) -> None:
+    models = cfg.baseline.models
+    _check(OmegaConf.is_list(models) and all(m in BASELINES for m in models), "baseline.models", models,
+           f"a list of {', '.join(BASELINES)} (or [])")
+    _check(cfg.sweep.final != "stack" or STACKED_BASELINE in models, "baseline.models", models,
+           f"a list with {STACKED_BASELINE}: sweep.final=stack combines it with the LSTM")
 
 
 def _validate_heartbeat(cfg: DictConfig) -> None:

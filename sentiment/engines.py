@@ -1,4 +1,4 @@
-"""Which search engines, Optuna samplers and pruners and Keras Tuner oracles exist: one table each,
+"""Which search engines, Optuna samplers and pruners, Keras Tuner oracles and baselines exist: one table each,
 name -> constructor. Config validation, the sweep, its workers and the benchmark ask here; no
 other module lists these names.
 
@@ -119,6 +119,25 @@ def _kt_random(cfg: DictConfig, common: dict):
 ORACLES: dict[str, Callable[[DictConfig, dict], Any]] = {
     "hyperband": _kt_hyperband, "bayesian": _kt_bayesian, "random": _kt_random,
 }
+
+
+# --- baselines: (training texts, labels, baseline.<kind>) -> sentiment.baseline.FittedBaseline ---
+
+
+def _tfidf(texts, labels, params: DictConfig):
+    from sentiment.baseline import fit_tfidf
+
+    return fit_tfidf(texts, labels, params)
+
+
+def _nbsvm(texts, labels, params: DictConfig):
+    from sentiment.baseline import fit_nbsvm
+
+    return fit_nbsvm(texts, labels, params)
+
+
+BASELINES: dict[str, Callable[..., Any]] = {"tfidf": _tfidf, "nbsvm": _nbsvm}
+STACKED_BASELINE = "nbsvm"  # the baseline sweep.final=stack combines with the LSTM
 
 
 # --- the engines ---------------------------------------------------------------------------------

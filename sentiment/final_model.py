@@ -13,6 +13,10 @@ validation split (data.val_split=id_blocks) measures that drift as the test movi
 Refit members have trained on the validation reviews, so their scaling is the one fitted on their
 trial models' validation probabilities: the same recipe's drift on unseen movies, measured out of
 sample, carried over to the recipe trained on a quarter more reviews.
+With sweep.final=stack, the LSTM part (chosen as for an ensemble) and the study's NBSVM baseline
+(fitted on the training split) are combined by a logistic regression on their two logits, fitted
+on validation (model_code.Stack): the two make different mistakes (word order vs. exact phrases),
+and the fit also does calibration's job, so the stack replaces it.
 The result is one raw-text Keras model (vectorizer inside), so serving and `make predict` stay
 the same for one member or more.
 """
@@ -28,11 +32,12 @@ import numpy as np
 from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
-from sentiment import tracking
+from sentiment import baseline, tracking
 from sentiment.config import OBJECTIVE_METRICS, apply_sample, maximizes
 from sentiment.metrics import classification_metrics
-from sentiment.model import calibrated, end_to_end, ensemble
-from sentiment.model_code import Calibration
+from sentiment.model import calibrated, end_to_end, ensemble, stacked
+from sentiment.model_code import Calibration, Stack
+from sentiment.nbsvm import ngram_logit
 from sentiment.search.contract import BestTrial, SearchOutcome
 from sentiment.search.noise import SeedNoise
 from sentiment.search.trial import EpochLog, trial_seed
@@ -55,6 +60,8 @@ class FinalModel:
     refit: bool = False                # members retrained on train+val (val figures are their trial models')
     calibration: Calibration | None = None  # the Platt scaling fitted on val_probability (inside text_model too)
     choice: str = ""                   # why these members, in a sentence (summary.md)
+    stack: Stack | None = None         # the stacking fitted on validation (inside text_model too)
+    lstm_test_probability: np.ndarray | None = None  # a stack's LSTM part alone on test, reported beside it
 
     @property
     def kind(self) -> str:
@@ -66,19 +73,23 @@ class FinalModel:
             kind += ", refit on train+val"
         if self.calibration is not None:
             kind += ", calibrated on validation"
+        if self.stack is not None:
+            kind += ", stacked with nbsvm on validation"
         return kind
 
 
 def select_candidates(cfg: DictConfig, outcome: SearchOutcome) -> list[BestTrial]:
-    """The best sweep.ensemble_size completed trials (1 when sweep.final is `best`)."""
-    k = cfg.sweep.ensemble_size if cfg.sweep.final == "ensemble" else 1
+    """The best sweep.ensemble_size completed trials (1 when sweep.final is `best`); a stack's
+    LSTM part is chosen as an ensemble is."""
+    k = cfg.sweep.ensemble_size if cfg.sweep.final in ("ensemble", "stack") else 1
     return outcome.ranked[:k]
 
 
 def final_model_identity(cfg: DictConfig, candidates: list) -> dict[str, str]:
     """The version tags that identify a sweep's final model: registered once, found again on resume."""
     return {"study": cfg.sweep.study_name, "candidate_run_ids": ",".join(c.run_id for c in candidates),
-            "refit": str(cfg.sweep.refit).lower(), "calibrated": str(cfg.sweep.calibrate).lower()}
+            "refit": str(cfg.sweep.refit).lower(), "calibrated": str(cfg.sweep.calibrate).lower(),
+            "final": cfg.sweep.final}
 
 
 def best_prefix(y_val: np.ndarray, val_probabilities: list[np.ndarray], objective: str = "val_loss") -> int:
@@ -120,9 +131,10 @@ def member_config(cfg: DictConfig, member: BestTrial) -> DictConfig:
 
 
 def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: TokenizedData,
-                      noise: SeedNoise | None = None) -> FinalModel:
+                      noise: SeedNoise | None = None, experiment_id: str | None = None) -> FinalModel:
     """Score each candidate's trial model on validation, keep the best run of them from the top,
-    then load (or refit) each member, score it on test once, and wrap all in one."""
+    then load (or refit) each member, score it on test once, and wrap all in one (stacked with the
+    study's NBSVM in experiment_id when sweep.final is `stack`)."""
     member_cfgs = [member_config(cfg, candidate) for candidate in candidates]
     member_data = [data_for(member_cfg, cfg, data) for member_cfg in member_cfgs]
     trained = [tracking.load_keras_model(candidate.run_id) for candidate in candidates]
@@ -140,13 +152,40 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
         text_models.append(end_to_end(model, vectorizer, name="review_sentiment" if n == 1 else f"member_{index}"))
     final = FinalModel(candidates, candidates[:n], ensemble(text_models), np.mean(val[:n], axis=0),
                        np.mean(test, axis=0), data.y_test, refit=bool(cfg.sweep.refit), choice=choice)
+    if cfg.sweep.final == "stack":
+        return stack(final, baseline.ngram_model(experiment_id, cfg.sweep.study_name), data)
     return calibrate(final, data.y_val) if cfg.sweep.calibrate else final
+
+
+def _logit(probability: np.ndarray) -> np.ndarray:
+    p = np.clip(probability, Calibration.EPSILON, 1 - Calibration.EPSILON)
+    return np.log(p / (1 - p))
+
+
+def fit_stack(labels: np.ndarray, probability: np.ndarray, ngram_logits: np.ndarray) -> Stack:
+    """A logistic regression of the labels on the LSTM's logit and the n-gram model's, as the layer."""
+    features = np.column_stack([_logit(probability), ngram_logits])
+    fit = LogisticRegression(C=1e6).fit(features, labels)  # C: ~no penalty on 3 parameters
+    return Stack(float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0]), name="stack")
+
+
+def stack(final: FinalModel, ngram: keras.Model, data: TokenizedData) -> FinalModel:
+    """The LSTM final model stacked with the n-gram model: weights fitted on the validation
+    reviews (the LSTM part's trial models', as for calibration), test scored once."""
+    reviews = data.reviews.get()
+    val_logits, test_logits = (ngram_logit(ngram, split.texts) for split in (reviews.val, reviews.test))
+    layer = fit_stack(data.y_val, final.val_probability, val_logits)
+    log.info("stack on validation: %.3f x LSTM logit + %.3f x nbsvm logit + %.3f", layer.lstm_weight,
+             layer.ngram_weight, layer.intercept)
+    return FinalModel(final.candidates, final.members, stacked(final.text_model, ngram, layer),
+                      layer.scale(final.val_probability, val_logits), layer.scale(final.test_probability, test_logits),
+                      final.test_labels, refit=final.refit, choice=final.choice, stack=layer,
+                      lstm_test_probability=final.test_probability)
 
 
 def fit_calibration(labels: np.ndarray, probability: np.ndarray) -> Calibration:
     """Platt scaling: a logistic regression of the labels on logit(probability), as the layer."""
-    p = np.clip(probability, Calibration.EPSILON, 1 - Calibration.EPSILON)
-    fit = LogisticRegression(C=1e6).fit(np.log(p / (1 - p)).reshape(-1, 1), labels)  # C: ~no penalty
+    fit = LogisticRegression(C=1e6).fit(_logit(probability).reshape(-1, 1), labels)  # C: ~no penalty
     return Calibration(float(fit.coef_[0, 0]), float(fit.intercept_[0]), name="calibration")
 
 

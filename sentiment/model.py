@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sentiment.model_code import TEXT_COLUMN, Calibration, MaskedPooling
+from sentiment.model_code import TEXT_COLUMN, Calibration, MaskedPooling, Stack
 
 
 def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None = None,
@@ -81,3 +81,11 @@ def calibrated(model: keras.Model, calibration: Calibration) -> keras.Model:
     text = keras.Input(shape=(1,), dtype="string", name=TEXT_COLUMN)
     probability = calibration(model(text))
     return keras.Model(text, probability, name=f"{model.name}_calibrated")
+
+
+def stacked(model: keras.Model, ngram_model: keras.Model, stack: Stack) -> keras.Model:
+    """The raw-text model whose probability is the Stack of its own and the n-gram model's logit
+    (model_code.Stack; the n-gram model is named model_code.NGRAM_MODEL)."""
+    text = keras.Input(shape=(1,), dtype="string", name=TEXT_COLUMN)
+    probability = stack([model(text), ngram_model(text)])
+    return keras.Model(text, probability, name=f"{model.name}_stacked")

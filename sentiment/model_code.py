@@ -138,6 +138,65 @@ class Calibration(keras.layers.Layer):
         return {**super().get_config(), "slope": self.slope, "intercept": self.intercept}
 
 
+@keras.saving.register_keras_serializable(package="sentiment", name="NgramLogit")
+class NgramLogit(keras.layers.Layer):
+    """A linear model over which word n-grams a review holds (NBSVM's binarized features): the
+    bias plus the weight of each distinct n-gram id, from a TextVectorization in `int` mode with
+    `ngrams` (ids 0 and 1, padding and out-of-vocabulary, weigh 0). Weights are fitted outside
+    Keras (sentiment.nbsvm), so they are not trainable here."""
+
+    def __init__(self, vocabulary_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size = int(vocabulary_size)
+
+    def build(self, input_shape):
+        self.weight = self.add_weight(shape=(self.vocabulary_size,), initializer="zeros", trainable=False,
+                                      name="weight")
+        self.bias = self.add_weight(shape=(), initializer="zeros", trainable=False, name="bias")
+
+    def call(self, ids):
+        ids = tf.sort(ids, axis=1)  # a repeated n-gram counts once: keep the first of each run
+        first = tf.concat([tf.ones_like(ids[:, :1], dtype=tf.bool), ids[:, 1:] != ids[:, :-1]], axis=1)
+        weights = tf.gather(self.weight, ids) * tf.cast(first, self.weight.dtype)
+        return (tf.reduce_sum(weights, axis=1) + self.bias)[:, tf.newaxis]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary_size": self.vocabulary_size}
+
+
+@keras.saving.register_keras_serializable(package="sentiment", name="Stack")
+class Stack(keras.layers.Layer):
+    """The stacked probability sigmoid(lstm_weight * logit(p) + ngram_weight * z + intercept) of
+    the LSTM's probability p and the n-gram model's logit z, weights fitted on validation (a
+    logistic regression on the two, which also calibrates the LSTM's offset)."""
+
+    def __init__(self, lstm_weight: float = 1.0, ngram_weight: float = 0.0, intercept: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.lstm_weight, self.ngram_weight, self.intercept = float(lstm_weight), float(ngram_weight), float(intercept)
+
+    def call(self, inputs):
+        probability, ngram_logit = inputs
+        p = tf.clip_by_value(probability, Calibration.EPSILON, 1.0 - Calibration.EPSILON)
+        lstm_logit = tf.math.log(p / (1.0 - p))
+        return tf.sigmoid(self.lstm_weight * lstm_logit + self.ngram_weight * tf.cast(ngram_logit, p.dtype)
+                          + self.intercept)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def scale(self, probability: np.ndarray, ngram_logit: np.ndarray) -> np.ndarray:
+        """The layer on arrays, for scoring outside a model."""
+        as_column = [np.asarray(a, dtype="float32").reshape(-1, 1) for a in (probability, ngram_logit)]
+        return np.asarray(self(as_column)).astype("float64").reshape(-1)
+
+    def get_config(self):
+        return {**super().get_config(), "lstm_weight": self.lstm_weight, "ngram_weight": self.ngram_weight,
+                "intercept": self.intercept}
+
+
 class BadInput(MlflowException):
     """A request the model cannot score; the scoring server answers 400 with this one line
     (an MlflowException carries no stack trace into the response, unlike other errors)."""
@@ -160,14 +219,19 @@ def reviews_from_input(model_input) -> list[str]:
     return values
 
 
-def _calibration(model: keras.Model) -> tuple[keras.Model, Calibration | None]:
-    """(the uncalibrated raw-text model, its Calibration layer) of a calibrated model (model.calibrated);
-    else (model, None)."""
-    calibration = [layer for layer in model.layers if isinstance(layer, Calibration)]
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(calibration) == 1 and len(inner) == 1:
-        return inner[0], calibration[0]
-    return model, None
+NGRAM_MODEL = "ngram_logit"  # the name of a stacked model's n-gram part (raw text -> logit)
+
+
+def _head(model: keras.Model) -> tuple[keras.Model, keras.layers.Layer | None, keras.Model | None]:
+    """(the LSTM's raw-text model, the layer on top of its probability, the n-gram model) of a
+    calibrated model (model.calibrated: a Calibration on top) or a stacked one (model.stacked:
+    a Stack of it and an NgramLogit model); (model, None, None) for a plain one."""
+    heads = [layer for layer in model.layers if isinstance(layer, Calibration | Stack)]
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != NGRAM_MODEL]
+    ngram = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name == NGRAM_MODEL]
+    if len(heads) == 1 and len(inner) == 1 and len(ngram) == int(isinstance(heads[0], Stack)):
+        return inner[0], heads[0], ngram[0] if ngram else None
+    return model, None, None
 
 
 def _token_parts(model: keras.Model) -> list[tuple[keras.layers.Layer, keras.Model]] | None:
@@ -260,15 +324,17 @@ class ReviewClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT])
-        uncalibrated, calibration = _calibration(self.model)
-        parts = _token_parts(uncalibrated)
+        lstm, head, ngram = _head(self.model)
+        parts = _token_parts(lstm)
 
         def forward(text):
             if parts is None:  # not built from our pieces: the whole model as one graph
                 return self.model(text, training=False)
             scores = [model(_trim_padding(vectorizer(text)), training=False) for vectorizer, model in parts]
             mean = tf.add_n(scores) / len(scores)
-            return mean if calibration is None else calibration(mean)
+            if head is None:
+                return mean
+            return head(mean) if ngram is None else head([mean, ngram(text, training=False)])
 
         self._forward = tf.function(forward, input_signature=[tf.TensorSpec([None, 1], tf.string)])
         self._forward(tf.constant([["A warm-up review, traced once."], [""]]))

@@ -145,13 +145,16 @@ class Headline:
     baseline: dict[str, float]
     test_interval: tuple[float, float] | None = None
     baseline_interval: tuple[float, float] | None = None
+    baseline_kind: str = "tfidf"        # which baseline (versions before there were several: tf-idf)
+    lstm_test_accuracy: float | None = None  # a stacked model's LSTM part alone
 
     @classmethod
     def from_evaluation(cls, evaluation, version: str) -> Headline:
         final = evaluation.final
         return cls(final.kind, version, [m.run_id for m in final.members], len(final.test_probability),
                    evaluation.val_metrics["accuracy"], evaluation.test_metrics, evaluation.baseline_metrics,
-                   evaluation.test_interval, evaluation.baseline_interval)
+                   evaluation.test_interval, evaluation.baseline_interval, evaluation.baseline_kind or "tfidf",
+                   evaluation.lstm_test_metrics.get("accuracy"))
 
     @classmethod
     def from_version_tags(cls, version: str, tags: dict[str, str]) -> Headline:
@@ -165,17 +168,19 @@ class Headline:
         members = [run_id for run_id in tags.get("member_run_ids", "").split(",") if run_id]
         return cls(tags.get("final_model", "best trial"), version, members,
                    int(tags.get("test_samples", 0)), float(tags.get("val_accuracy", "nan")),
-                   pick("test_"), pick("baseline_test_"), interval("test_"), interval("baseline_test_"))
+                   pick("test_"), pick("baseline_test_"), interval("test_"), interval("baseline_test_"),
+                   tags.get("baseline_model", "tfidf"), pick("lstm_test_").get("accuracy"))
 
 
 def headline_sentence(headline: Headline, bold: str = "") -> str:
     """The final model's test result beside the baseline's, each with its 95 % interval."""
     test, base = headline.test, headline.baseline
-    versus = (f"; tf-idf baseline {bold}{with_interval(base['accuracy'], headline.baseline_interval)}{bold} on the "
-              "same reviews") if base else ""
+    versus = (f"; {headline.baseline_kind} baseline {bold}{with_interval(base['accuracy'], headline.baseline_interval)}"
+              f"{bold} on the same reviews") if base else ""
+    lstm = f" (its LSTM part alone {headline.lstm_test_accuracy:.4f})" if headline.lstm_test_accuracy is not None else ""
     auc = f", ROC AUC {test['roc_auc']:.4f}" if "roc_auc" in test else ""
     return (f"{bold}Final model{bold} ({headline.kind}): test accuracy "
-            f"{bold}{with_interval(test['accuracy'], headline.test_interval)}{bold}{auc} on {headline.test_reviews:,} "
+            f"{bold}{with_interval(test['accuracy'], headline.test_interval)}{bold}{lstm}{auc} on {headline.test_reviews:,} "
             f"test reviews (validation {headline.val_accuracy:.4f}){versus}.")
 
 
@@ -206,13 +211,16 @@ def evaluation_markdown(evaluation) -> list[str]:
     val_header = "trial models (val)" if final.refit else "final model (val)"
     choice = f" Chosen on validation: {final.choice}." if final.choice else ""
     lines = [f"## Final model: {final.kind}", "", f"Members: {runs}.{choice}", "",
-             f"| metric | {val_header} | final model (test) | baseline (test) |", "|---|---:|---:|---:|"]
+             f"| metric | {val_header} | final model (test) | {evaluation.baseline_kind or ''} baseline (test) |",
+             "|---|---:|---:|---:|"]
     for metric, test_value in evaluation.test_metrics.items():
         baseline = evaluation.baseline_metrics.get(metric)
         accuracy = metric == "accuracy"  # the one figure with an interval: 95 % Wilson over the test reviews
         test_cell = with_interval(test_value, evaluation.test_interval if accuracy else None)
         base_cell = "-" if baseline is None else with_interval(baseline, evaluation.baseline_interval if accuracy else None)
         lines.append(f"| {metric} | {evaluation.val_metrics[metric]:.4f} | {test_cell} | {base_cell} |")
+    if evaluation.lstm_test_metrics:
+        lines += ["", f"The LSTM part alone (test): accuracy {evaluation.lstm_test_metrics['accuracy']:.4f}."]
     lines += ["", f"Test accuracy by review length ({len(final.test_probability)} test reviews):", "",
               *markdown_table(evaluation.by_length), ""]
     return lines
@@ -231,6 +239,6 @@ def version_description(study: str, evaluation) -> str:
     final = evaluation.final
     test = ", ".join(f"test {k} {v:.4f}" for k, v in evaluation.test_metrics.items())
     baseline = evaluation.baseline_metrics.get("accuracy")
-    versus = f" (baseline test accuracy {baseline:.4f})" if baseline is not None else ""
+    versus = f" ({evaluation.baseline_kind} baseline test accuracy {baseline:.4f})" if baseline is not None else ""
     trials = ", ".join(f"{m.trial_id} (run {m.run_id})" for m in final.members)
     return f"{final.kind.capitalize()} of sweep {study}: trials {trials}. {test}{versus}."

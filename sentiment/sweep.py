@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlflow
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import report, tracking
-from sentiment.baseline import baseline_test_probability, find_baseline_run, log_baseline
+from sentiment.baseline import log_baselines, strongest_baseline
 from sentiment.data import ReviewSplits
 from sentiment.engines import search_algorithm
 from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
@@ -45,6 +45,8 @@ class Evaluation:
     by_length: pd.DataFrame             # accuracy per review-length quarter, both models
     test_interval: tuple[float, float] | None = None      # 95 % Wilson interval of the test accuracy
     baseline_interval: tuple[float, float] | None = None  # the same for the baseline
+    baseline_kind: str | None = None    # which baseline: the study's best on validation
+    lstm_test_metrics: dict[str, float] = field(default_factory=dict)  # a stack's LSTM part alone, on test
 
     def interval_tags(self) -> dict[str, float]:
         """The accuracy intervals as version tags (report.Headline reads them back)."""
@@ -55,6 +57,11 @@ class Evaluation:
             tags |= {"baseline_test_accuracy_low": self.baseline_interval[0],
                      "baseline_test_accuracy_high": self.baseline_interval[1]}
         return tags
+
+    def comparison_tags(self) -> dict[str, str | float]:
+        """Which baseline the figures are compared with, and a stack's LSTM part alone."""
+        tags = {f"lstm_test_{k}": v for k, v in self.lstm_test_metrics.items()}
+        return tags | ({"baseline_model": self.baseline_kind} if self.baseline_kind else {})
 
 
 def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
@@ -73,8 +80,7 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     data = load_data(cfg, ReviewSplits(cfg))  # also fills the token cache the workers read
     parent = open_parent_run(cfg, experiment_id)
     try:
-        if cfg.sweep.baseline and find_baseline_run(experiment_id, cfg.sweep.study_name) is None:
-            log_baseline(cfg, data.reviews)
+        log_baselines(cfg, data.reviews, experiment_id)
         if workers > 1:
             run_workers(cfg, workers, parent.info.run_id)
         outcome = engine_for(cfg).search(cfg, data)
@@ -168,7 +174,8 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
     if existing is not None:
         log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
         return str(existing.version), None
-    evaluation = evaluate_final(cfg, build_final_model(cfg, candidates, data, outcome.noise), experiment_id, data)
+    final = build_final_model(cfg, candidates, data, outcome.noise, experiment_id)
+    evaluation = evaluate_final(cfg, final, experiment_id, data)
     report.log_evaluation(evaluation)
     info = tracking.log_text_model(evaluation.final.text_model, registered_model_name=model_name)
     version = str(info.registered_model_version)
@@ -181,7 +188,7 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
             **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},
             **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()},
-            **evaluation.interval_tags()}
+            **evaluation.interval_tags(), **evaluation.comparison_tags()}
     versions.tag_version(model_name, version, tags)
     versions.describe_version(model_name, version, report.version_description(study, evaluation))
     log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version,
@@ -190,24 +197,33 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
 
 
 def calibration_tags(final: FinalModel) -> dict[str, float]:
+    """The fitted head of the final model (its Platt scaling or its stack), as version tags."""
+    if final.stack is not None:
+        return {"stack_lstm_weight": final.stack.lstm_weight, "stack_ngram_weight": final.stack.ngram_weight,
+                "stack_intercept": final.stack.intercept}
     if final.calibration is None:
         return {}
     return {"calibration_slope": final.calibration.slope, "calibration_intercept": final.calibration.intercept}
 
 
 def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str, data: TokenizedData) -> Evaluation:
-    """Score the final model (and the baseline, from its stored probabilities) on the same reviews."""
+    """Score the final model (and the strongest baseline, from its stored probabilities) on the same reviews."""
     test_reviews = data.reviews.get().test  # the reviews behind data.x_test (tokens.load_data)
     probabilities = {"final model": final.test_probability}
-    baseline = baseline_test_probability(experiment_id, cfg.sweep.study_name, len(data.y_test))
+    if final.lstm_test_probability is not None:
+        probabilities["LSTM alone"] = final.lstm_test_probability
+    baseline = strongest_baseline(experiment_id, cfg.sweep.study_name, len(data.y_test))
     if baseline is not None:
-        probabilities["baseline"] = baseline
+        probabilities[f"baseline ({baseline.kind})"] = baseline.test_probability
     return Evaluation(
         final=final,
         val_metrics=classification_metrics(data.y_val, final.val_probability),
         test_metrics=classification_metrics(data.y_test, final.test_probability),
-        baseline_metrics=classification_metrics(data.y_test, baseline) if baseline is not None else {},
+        baseline_metrics=classification_metrics(data.y_test, baseline.test_probability) if baseline else {},
         by_length=accuracy_by_length(data.y_test, word_counts(test_reviews.texts), **probabilities),
         test_interval=accuracy_interval(data.y_test, final.test_probability),
-        baseline_interval=accuracy_interval(data.y_test, baseline) if baseline is not None else None,
+        baseline_interval=accuracy_interval(data.y_test, baseline.test_probability) if baseline else None,
+        baseline_kind=baseline.kind if baseline else None,
+        lstm_test_metrics=(classification_metrics(data.y_test, final.lstm_test_probability)
+                           if final.lstm_test_probability is not None else {}),
     )

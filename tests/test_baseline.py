@@ -1,12 +1,13 @@
-"""The tf-idf + logistic regression baseline: what it fits on, the one nested run it logs (tags,
-metrics, test probabilities) and how a later sweep finds that run and its stored probabilities."""
+"""The baselines: what the tf-idf one fits on, the one nested run each logs (tags, metrics, test
+probabilities), how a later sweep finds them and which one the final model is compared with."""
 
 import mlflow
 import numpy as np
 import pytest
 
-from sentiment import baseline, tracking
-from sentiment.baseline import TEST_PROBABILITY, baseline_test_probability, find_baseline_run, log_baseline
+from sentiment import baseline, nbsvm, tracking
+from sentiment.baseline import (TEST_PROBABILITY, find_baseline_run, log_baseline, log_baselines, ngram_model,
+                                strongest_baseline)
 from sentiment.config import load_config
 from sentiment.data import ReviewSplits
 from sentiment.metrics import METRICS, classification_metrics
@@ -35,7 +36,7 @@ def store(imdb_dir, tmp_path_factory):
         experiment_id = tracking.connect(cfg.tracking, write=True)
         reviews = ReviewSplits(cfg)
         with mlflow.start_run() as parent:
-            probability = log_baseline(cfg, reviews)
+            probability = log_baseline(cfg, reviews, "tfidf")
     runs = tracking.find_runs(tracking.BASELINE, {tracking.STUDY_TAG: cfg.sweep.study_name}, [experiment_id])
     return {"cfg": cfg, "experiment_id": experiment_id, "splits": reviews.get(), "probability": probability,
             "parent": parent.info.run_id, "runs": runs, "pipelines": pipelines, "scored": scored}
@@ -100,12 +101,14 @@ def test_find_baseline_run_matches_the_study(logged):
     assert find_baseline_run(logged["experiment_id"], study + "-other") is None
 
 
-def test_baseline_test_probability_only_when_it_fits_the_test_reviews(logged):
+def test_strongest_baseline_only_when_it_fits_the_test_reviews(logged):
     experiment_id, study, n_test = logged["experiment_id"], logged["cfg"].sweep.study_name, len(logged["probability"])
-    np.testing.assert_array_equal(baseline_test_probability(experiment_id, study, n_test), logged["probability"])
-    assert baseline_test_probability(experiment_id, study, n_test + 1) is None
-    assert baseline_test_probability(experiment_id, study, n_test - 1) is None
-    assert baseline_test_probability(experiment_id, study + "-other", n_test) is None
+    found = strongest_baseline(experiment_id, study, n_test)
+    np.testing.assert_array_equal(found.test_probability, logged["probability"])
+    assert found.kind == "tfidf" and found.val_accuracy == logged["runs"][0].data.metrics["val_accuracy"]
+    assert strongest_baseline(experiment_id, study, n_test + 1) is None
+    assert strongest_baseline(experiment_id, study, n_test - 1) is None
+    assert strongest_baseline(experiment_id, study + "-other", n_test) is None
 
 
 def test_a_baseline_run_without_its_artifact_gives_no_probability(logged, caplog):
@@ -113,6 +116,45 @@ def test_a_baseline_run_without_its_artifact_gives_no_probability(logged, caplog
     tags = {tracking.ROLE_TAG: tracking.BASELINE, tracking.STUDY_TAG: "old"}  # a study of its own in the shared store
     with mlflow.start_run(tags=tags) as run:
         pass
-    assert find_baseline_run(experiment_id, "old").info.run_id == run.info.run_id
-    assert baseline_test_probability(experiment_id, "old", 40) is None
+    assert find_baseline_run(experiment_id, "old").info.run_id == run.info.run_id  # untagged: a tf-idf run
+    assert strongest_baseline(experiment_id, "old", 40) is None
     assert run.info.run_id in caplog.text and TEST_PROBABILITY in caplog.text
+
+
+def _planted_baseline(study: str, kind: str, val_accuracy: float, probability: np.ndarray, tmp_path) -> None:
+    tags = {tracking.ROLE_TAG: tracking.BASELINE, tracking.STUDY_TAG: study, baseline.KIND_TAG: kind}
+    with mlflow.start_run(tags=tags):
+        mlflow.log_metric("val_accuracy", val_accuracy)
+        np.save(tmp_path / TEST_PROBABILITY, probability)
+        mlflow.log_artifact(str(tmp_path / TEST_PROBABILITY))
+
+
+def test_the_strongest_baseline_is_chosen_on_validation_not_test(logged, tmp_path):
+    labels = np.array([1, 0, 1, 0])
+    _planted_baseline("planted", "tfidf", 0.80, labels.astype(float), tmp_path)  # perfect on test
+    _planted_baseline("planted", "nbsvm", 0.85, 1 - labels.astype(float), tmp_path)  # all wrong on test
+    found = strongest_baseline(logged["experiment_id"], "planted", len(labels))
+    assert found.kind == "nbsvm" and found.val_accuracy == 0.85
+    np.testing.assert_array_equal(found.test_probability, 1 - labels)
+
+
+def test_log_baselines_logs_each_configured_kind_once_with_the_nbsvm_model_on_its_run(logged):
+    cfg, experiment_id = logged["cfg"], logged["experiment_id"]
+    reviews = ReviewSplits(cfg)
+    with mlflow.start_run():
+        log_baselines(cfg, reviews, experiment_id)  # tf-idf is logged already: only NBSVM is new
+        log_baselines(cfg, reviews, experiment_id)  # nothing left to log
+    runs = baseline.baseline_runs(experiment_id, cfg.sweep.study_name)
+    assert sorted(baseline.kind_of(run) for run in runs) == ["nbsvm", "tfidf"]
+    nbsvm_run = find_baseline_run(experiment_id, cfg.sweep.study_name, "nbsvm")
+    assert nbsvm_run.data.params["ngrams"] == str(cfg.baseline.nbsvm.ngrams)
+    assert nbsvm_run.data.metrics["val_accuracy"] > 0.8  # the generated reviews carry clear word cues
+    _, val, test, _ = reviews.get()
+    stored = np.load(mlflow.artifacts.download_artifacts(run_id=nbsvm_run.info.run_id, artifact_path=TEST_PROBABILITY))
+    logits = nbsvm.ngram_logit(ngram_model(experiment_id, cfg.sweep.study_name), test.texts)
+    np.testing.assert_allclose(stored, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+
+
+def test_a_stack_without_an_nbsvm_run_is_refused_in_one_line(logged):
+    with pytest.raises(LookupError, match="has no nbsvm baseline run: add it to baseline.models"):
+        ngram_model(logged["experiment_id"], "a-study-without-baselines")

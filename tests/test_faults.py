@@ -137,7 +137,7 @@ def test_sigkill_at_a_random_moment_then_an_immediate_rerun_ends_with_exactly_n_
     storage = {"sqlite": f"sqlite:///{tmp_path / 'optuna.db'}", "journal": f"journal:{tmp_path / 'optuna.journal'}",
                "postgresql": postgres_databases[0]}[kind]
     overrides = tiny_overrides(imdb_dir, tmp_path) + [f"sweep.storage={storage}", "sweep.n_trials=3",
-                                                      "sweep.baseline=false", "train.max_epochs=4",
+                                                      "baseline.models=[]", "train.max_epochs=4",
                                                       "sweep.grace_period=900"]
     cfg = load_config(overrides)
     command = [sys.executable, "-m", "sentiment", "sweep", *overrides]

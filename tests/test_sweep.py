@@ -65,10 +65,11 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
         assert len(history) == child.data.metrics["epochs_trained"] >= 1
         assert [m.step for m in history] == list(range(len(history)))
         assert child.data.metrics["best_val_loss"] == pytest.approx(trial.value)
-    (baseline,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                     filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}' "
-                                                   "and tags.role = 'baseline'")
-    assert 0 <= baseline.data.metrics["val_accuracy"] <= 1
+    baselines = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}' "
+                                                 "and tags.role = 'baseline'")
+    assert sorted(b.data.tags["baseline.kind"] for b in baselines) == sorted(cfg.baseline.models) == ["nbsvm", "tfidf"]
+    assert all(0 <= b.data.metrics["val_accuracy"] <= 1 for b in baselines)
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"trials.csv", "trials.json", "summary.md", "best_params.json", "plots", "evaluation"} <= artifacts
     pictures = {a.path for a in client.list_artifacts(result.parent_run_id, "evaluation")}
@@ -120,10 +121,11 @@ def test_experiment_opens_as_model_training_and_trial_runs_are_lean(swept):
         assert float(child.data.params["train.learning_rate"]) == cfg.train.learning_rate
     note = client.get_run(result.parent_run_id).data.tags["mlflow.note.content"]
     assert note.startswith("**Final model** (") and "(of 2 candidates), calibrated on validation): test accuracy" in note
-    assert "tf-idf baseline" in note and f"Registered as version **{result.registered_version}**" in note
+    strongest = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version).tags["baseline_model"]
+    assert f"; {strongest} baseline " in note and f"Registered as version **{result.registered_version}**" in note
     assert "## Trials" not in note  # the long table stays in summary.md
     summary = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/summary.md")
-    assert "| metric | final model (val) | final model (test) | baseline (test) |" in summary
+    assert f"| metric | final model (val) | final model (test) | {strongest} baseline (test) |" in summary
     assert "| shortest quarter |" in summary
 
 
@@ -149,6 +151,34 @@ def test_registered_ensemble_is_the_calibrated_mean_of_its_members_with_the_base
     scaling = Calibration(float(version.tags["calibration_slope"]), float(version.tags["calibration_intercept"]))
     assert (scaling.slope, scaling.intercept) != (1.0, 0.0)
     assert got == pytest.approx(np.asarray(scaling(np.mean(each, axis=0).astype("float32"))), abs=1e-5)
+
+
+def test_a_stacked_final_model_serves_the_stack_of_its_lstm_part_and_the_nbsvm_baseline(imdb_dir, tmp_path):
+    from sentiment.baseline import ngram_model
+    from sentiment.model import end_to_end
+    from sentiment.model_code import Stack
+    from sentiment.nbsvm import ngram_logit
+    from sentiment.tokens import make_vectorizer
+
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=stack"])
+    result = run_sweep(cfg)
+    version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
+    assert version.tags["final"] == "stack" and version.tags["final_model"].endswith("stacked with nbsvm on validation")
+    assert "calibration_slope" not in version.tags  # the stack's fit on validation does calibration's job
+    assert 0 <= float(version.tags["lstm_test_accuracy"]) <= 1
+    reviews = ["great wonderful<br />film", "awful boring mess", "the plot was a story", ""]
+    served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
+    got = served.predict(pd.DataFrame({"text": reviews}))["probability"].to_numpy()
+    vocabulary = load_data(cfg).vocabulary
+    text = tf.constant(reviews)[:, tf.newaxis]
+    lstm = np.mean([np.asarray(end_to_end(tracking.load_keras_model(run_id), make_vectorizer(cfg.data, vocabulary))(text))
+                    .reshape(-1) for run_id in version.tags["member_run_ids"].split(",")], axis=0)
+    nbsvm = ngram_logit(ngram_model(result.experiment_id, cfg.sweep.study_name), reviews)
+    layer = Stack(*(float(version.tags[f"stack_{k}"]) for k in ("lstm_weight", "ngram_weight", "intercept")))
+    assert layer.ngram_weight != 0.0
+    assert got == pytest.approx(layer.scale(lstm, nbsvm), abs=1e-5)
+    summary = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/summary.md")
+    assert "The LSTM part alone (test): accuracy" in summary
 
 
 def tiny_overrides_from(cfg):
@@ -186,7 +216,7 @@ def test_unreachable_tracking_server_fails_before_training(imdb_dir, tmp_path, m
 
 def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_calibrated_mean(imdb_dir, tmp_path):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=ensemble", "sweep.refit=true",
-                                                            "sweep.baseline=false"])
+                                                            "baseline.models=[]"])
     result = run_sweep(cfg)
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
     members = version.tags["member_run_ids"].split(",")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 
 def test_race_curve_comes_from_finished_trials(imdb_dir, tmp_path):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
-        "sweep.n_trials=3", "sweep.timeout=600", "sweep.baseline=false"])
+        "sweep.n_trials=3", "sweep.timeout=600", "baseline.models=[]"])
     result = _race_one(cfg, Preset(train_samples=None, sequence_length=24, vocab_size=100, budget_s=600,
                                    targets=(0.0, 1.01)))
     curve = result["best_so_far"]

@@ -141,7 +141,7 @@ def test_successive_halving_cuts_the_epochs_a_sweep_trains(imdb_dir, tmp_path):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
         f"sweep.n_trials={n_trials}", f"train.max_epochs={max_epochs}", "train.early_stopping_patience=10",
         "sweep.pruner.kind=successive_halving", "sweep.pruner.min_epochs=1", "sweep.pruner.reduction_factor=3",
-        "sweep.baseline=false"])
+        "baseline.models=[]"])
     counts = run_sweep(cfg).outcome.counts
     study = optuna.load_study(study_name=cfg.sweep.study_name, storage=cfg.sweep.storage)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
