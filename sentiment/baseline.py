@@ -23,8 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from sentiment import nbsvm, tracking
-from sentiment.engines import BASELINES, STACKED_BASELINE
 from sentiment.data import ReviewSplits
+from sentiment.engines import BASELINES, STACKED_BASELINE
 from sentiment.metrics import classification_metrics
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from sentiment import baseline, nbsvm, tracking
-from sentiment.baseline import (TEST_PROBABILITY, find_baseline_run, log_baseline, log_baselines, ngram_model,
-                                strongest_baseline)
+from sentiment.baseline import TEST_PROBABILITY, find_baseline_run, log_baseline, log_baselines, ngram_model, strongest_baseline
 from sentiment.config import load_config
 from sentiment.data import ReviewSplits
 from sentiment.metrics import METRICS, classification_metrics
