@@ -235,12 +235,18 @@ def cmd_serve(args, cfg) -> int:
     import mlflow
     from mlflow.pyfunc import scoring_server
 
+    from sentiment.registry import server, versions
     from sentiment.registry.predict import champion_uri
 
     model = champion_uri(cfg)
-    local = mlflow.artifacts.download_artifacts(model)
-    os.environ[scoring_server._SERVER_MODEL_PATH] = local
-    print(f"serving {model} on http://127.0.0.1:{args.port}/invocations", flush=True)
+    version = versions.alias_version(cfg.tracking.model_name, versions.CHAMPION).version
+    local = mlflow.artifacts.download_artifacts(f"models:/{cfg.tracking.model_name}/{version}")
+    reload = cfg.serve.reload_seconds
+    os.environ.update({scoring_server._SERVER_MODEL_PATH: local, server.MODEL_ENV: cfg.tracking.model_name,
+                       server.VERSION_ENV: str(version), server.RELOAD_ENV: "" if reload is None else str(reload),
+                       "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()})
+    follows = f", following @{versions.CHAMPION} every {reload} s" if reload is not None else ""
+    print(f"serving {model} (version {version}{follows}) on http://127.0.0.1:{args.port}/invocations", flush=True)
     return _exec("uvicorn", "--factory", "sentiment.registry.server:create_app", "--host", "127.0.0.1",
                  "--port", str(args.port), "--workers", "1", "--no-access-log")
 

@@ -34,7 +34,7 @@ EXTENSIBLE_PREFIXES = ("sweep.space.",)
 MODEL_GROUPS = ("data", "model", "regularizer", "train")
 # Where things live, how long to run, what to do with the result: never what is trained or
 # searched. A study resumes across changes to them, and runs do not log them as params.
-OPERATIONAL_GROUPS = ("tracking", "promote", "baseline")
+OPERATIONAL_GROUPS = ("tracking", "promote", "baseline", "serve")
 OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir",
                     "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
                     "sweep.final", "sweep.ensemble_size", "sweep.ensemble_noise_widths", "sweep.refit", "sweep.calibrate",
@@ -245,6 +245,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _validate_noise(cfg)
     _validate_heartbeat(cfg)
     _validate_baselines(cfg)
+    _validate_tracking(cfg)
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 
@@ -252,6 +253,15 @@ def _validate_sweep(cfg: DictConfig) -> None:
 def _non_negative(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
     _check(_is_number(value) and value >= 0, key, value, "a number >= 0")
+
+
+def _validate_tracking(cfg: DictConfig) -> None:
+    seconds = cfg.tracking.system_metrics_seconds
+    _check(seconds is None or (_is_number(seconds) and seconds > 0), "tracking.system_metrics_seconds", seconds,
+           "null (off) or a number of seconds > 0")
+    reload = cfg.serve.reload_seconds
+    _check(reload is None or (_is_number(reload) and reload > 0), "serve.reload_seconds", reload,
+           "null (never) or a number of seconds > 0")
 
 
 def _validate_baselines(cfg: DictConfig) -> None:

@@ -91,7 +91,7 @@ def download(url: str, sha256: str, target: Path) -> Path:
             raise DatasetError(
                 f"could not download {url} ({err}); set data.path or IMDB_DATA to a local copy"
             ) from err
-    digest = _sha256(Path(tmp.name))
+    digest = file_sha256(Path(tmp.name))
     if digest != sha256:
         os.unlink(tmp.name)
         raise DatasetError(f"download of {url} has sha256 {digest}, expected {sha256}: try again")
@@ -99,7 +99,7 @@ def download(url: str, sha256: str, target: Path) -> Path:
     return target
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -216,6 +216,11 @@ def reviews_from_input(model_input) -> list[str]:
         if not isinstance(value, str):
             shown = "null" if value is None or (isinstance(value, float) and np.isnan(value)) else type(value).__name__
             raise BadInput(f"row {row}: every {TEXT_COLUMN!r} value must be a string, got {shown}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate (JSON "\ud800"): no UTF-8 for TensorFlow
+            raise BadInput(f"row {row}: the {TEXT_COLUMN!r} value is not valid Unicode "
+                           f"(a lone surrogate at character {err.start})") from None
     return values
 
 
@@ -298,17 +303,27 @@ class MicroBatcher:
             if batch[-1] is None or score is None:  # the batcher or the model is gone
                 return
             try:
-                scores = score([review for reviews, _ in batch for review in reviews])
-            except BaseException as err:  # every caller of this pass gets the error
-                for _, done in batch:
-                    done.set_exception(err)
-                continue
+                cls._score_pass(score, batch)
             finally:
                 del score
-            start = 0
-            for reviews, done in batch:
-                done.set_result(scores[start : start + len(reviews)])
-                start += len(reviews)
+
+    @staticmethod
+    def _score_pass(score, batch) -> None:
+        """Score the callers of one pass together; if that fails, each alone, so that one bad
+        request fails only itself."""
+        try:
+            scores = score([review for reviews, _ in batch for review in reviews])
+        except BaseException as err:
+            if len(batch) == 1:
+                batch[0][1].set_exception(err)
+                return
+            for call in batch:
+                MicroBatcher._score_pass(score, [call])
+            return
+        start = 0
+        for reviews, done in batch:
+            done.set_result(scores[start : start + len(reviews)])
+            start += len(reviews)
 
 
 class ReviewClassifier(mlflow.pyfunc.PythonModel):

@@ -211,7 +211,7 @@ def evaluation_markdown(evaluation) -> list[str]:
     val_header = "trial models (val)" if final.refit else "final model (val)"
     choice = f" Chosen on validation: {final.choice}." if final.choice else ""
     lines = [f"## Final model: {final.kind}", "", f"Members: {runs}.{choice}", "",
-             f"| metric | {val_header} | final model (test) | {evaluation.baseline_kind or ''} baseline (test) |",
+             f"| metric | {val_header} | final model (test) | {_baseline_name(evaluation)} (test) |",
              "|---|---:|---:|---:|"]
     for metric, test_value in evaluation.test_metrics.items():
         baseline = evaluation.baseline_metrics.get(metric)
@@ -224,6 +224,10 @@ def evaluation_markdown(evaluation) -> list[str]:
     lines += ["", f"Test accuracy by review length ({len(final.test_probability)} test reviews):", "",
               *markdown_table(evaluation.by_length), ""]
     return lines
+
+
+def _baseline_name(evaluation) -> str:
+    return f"{evaluation.baseline_kind} baseline" if evaluation.baseline_kind else "baseline"
 
 
 def markdown_table(frame: pd.DataFrame) -> list[str]:
@@ -239,6 +243,6 @@ def version_description(study: str, evaluation) -> str:
     final = evaluation.final
     test = ", ".join(f"test {k} {v:.4f}" for k, v in evaluation.test_metrics.items())
     baseline = evaluation.baseline_metrics.get("accuracy")
-    versus = f" ({evaluation.baseline_kind} baseline test accuracy {baseline:.4f})" if baseline is not None else ""
+    versus = f" ({_baseline_name(evaluation)} test accuracy {baseline:.4f})" if baseline is not None else ""
     trials = ", ".join(f"{m.trial_id} (run {m.run_id})" for m in final.members)
     return f"{final.kind.capitalize()} of sweep {study}: trials {trials}. {test}{versus}."

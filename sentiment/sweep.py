@@ -15,6 +15,7 @@ from sentiment.baseline import log_baselines, strongest_baseline
 from sentiment.data import ReviewSplits
 from sentiment.engines import search_algorithm
 from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
+from sentiment.lineage import digest_tag, digest_tags, log_data_lineage
 from sentiment.metrics import accuracy_by_length, accuracy_interval, classification_metrics, word_counts
 from sentiment.registry import versions
 from sentiment.search.contract import SearchOutcome
@@ -72,6 +73,9 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     """
     check_shareable(cfg, workers)
     experiment_id = tracking.connect(cfg.tracking, write=True)  # fails fast, before any data or training
+    engine = shared_study_engine(cfg)
+    if engine is not None:
+        engine.preflight(cfg)  # so does a search that could not start
     done = _complete_version(cfg, experiment_id)
     if done is not None:
         return done
@@ -80,6 +84,8 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
     data = load_data(cfg, ReviewSplits(cfg))  # also fills the token cache the workers read
     parent = open_parent_run(cfg, experiment_id)
     try:
+        if digest_tag("test") not in parent.data.tags:  # a reopened parent run has its inputs already
+            log_data_lineage(data)
         log_baselines(cfg, data.reviews, experiment_id)
         if workers > 1:
             run_workers(cfg, workers, parent.info.run_id)
@@ -105,7 +111,7 @@ def _complete_version(cfg: DictConfig, experiment_id: str) -> SweepResult | None
     identity = final_model_identity(cfg, candidates)
     version = versions.find_version(cfg.tracking.model_name, **identity) if candidates else None
     parent = find_parent_runs(experiment_id, cfg.sweep.study_name)
-    if version is None or not parent:
+    if version is None or not versions.is_complete(version) or not parent:
         return None
     log.info("study complete: %d trials, champion candidate %s v%s; nothing to train",
              cfg.sweep.n_trials, cfg.tracking.model_name, version.version)
@@ -163,7 +169,8 @@ def _parent_tags(cfg: DictConfig) -> dict[str, str]:
 
 def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
                    data: TokenizedData) -> tuple[str | None, Evaluation | None]:
-    """Build the final model from the best trials, evaluate it once on test, register it."""
+    """Build the final model from the best trials, evaluate it once on test, register it. A
+    version of this final model cut off while it was being tagged is completed, not duplicated."""
     candidates = select_candidates(cfg, outcome)
     if not candidates:
         log.warning("no completed trial: nothing to register")
@@ -171,29 +178,38 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
     model_name, study = cfg.tracking.model_name, cfg.sweep.study_name
     identity = final_model_identity(cfg, candidates)
     existing = versions.find_version(model_name, **identity)
-    if existing is not None:
+    if existing is not None and versions.is_complete(existing):
         log.info("the final model of %s is already %s version %s", study, model_name, existing.version)
         return str(existing.version), None
     final = build_final_model(cfg, candidates, data, outcome.noise, experiment_id)
     evaluation = evaluate_final(cfg, final, experiment_id, data)
     report.log_evaluation(evaluation)
-    info = tracking.log_text_model(evaluation.final.text_model, registered_model_name=model_name)
-    version = str(info.registered_model_version)
-    best = candidates[0]
-    tags = {**identity, "member_run_ids": ",".join(m.run_id for m in evaluation.final.members),
-            "engine": cfg.sweep.engine, "final_model": evaluation.final.kind,
+    if existing is None:
+        version = versions.register(model_name, tracking.log_text_model(final.text_model).model_uri, identity)
+    else:
+        version = str(existing.version)
+        log.info("completing %s version %s: its registration was cut off while it was being tagged", model_name, version)
+    versions.complete_version(model_name, version, version_tags(cfg, identity, evaluation, data.lineage),
+                              report.version_description(study, evaluation))
+    log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version, final.kind,
+             evaluation.test_metrics["accuracy"])
+    return version, evaluation
+
+
+def version_tags(cfg: DictConfig, identity: dict[str, str], evaluation: Evaluation,
+                 lineage: dict[str, str]) -> dict[str, object]:
+    """What a registered version records about itself beside its identity: members, figures,
+    intervals, and which reviews it was trained, selected and tested on."""
+    final, best = evaluation.final, evaluation.final.candidates[0]
+    return {**identity, **digest_tags(lineage), "member_run_ids": ",".join(m.run_id for m in final.members),
+            "engine": cfg.sweep.engine, "final_model": final.kind,
             "trial_number": best.trial_id, "trial_run_id": best.run_id,
-            "test_samples": len(evaluation.final.test_probability),
-            **calibration_tags(evaluation.final),
+            "test_samples": len(final.test_probability),
+            **calibration_tags(final),
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
             **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},
             **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()},
             **evaluation.interval_tags(), **evaluation.comparison_tags()}
-    versions.tag_version(model_name, version, tags)
-    versions.describe_version(model_name, version, report.version_description(study, evaluation))
-    log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version,
-             evaluation.final.kind, evaluation.test_metrics["accuracy"])
-    return version, evaluation
 
 
 def calibration_tags(final: FinalModel) -> dict[str, float]:

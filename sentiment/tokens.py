@@ -10,7 +10,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from sentiment.config import TOKEN_KEYS
 from sentiment.data import ReviewSplits, cache_dir, resolve_source
+from sentiment.lineage import split_digests
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3  # bump when the cached arrays change meaning (e.g. standardization)
+CACHE_FORMAT = 4  # bump when the cached arrays change meaning (e.g. standardization); 4: with their lineage
 # Bucketed datasets have no known length, so Keras "runs out of data" at every epoch's end.
 warnings.filterwarnings("ignore", message="Your input ran out of data")
 
@@ -41,6 +42,7 @@ class TokenizedData:
     # The raw reviews behind the arrays, read on first use (word2vec, the baseline, the final
     # evaluation); never cached with them.
     reviews: ReviewSplits | None = None
+    lineage: dict[str, str] = field(default_factory=dict)  # split -> digest of its reviews (sentiment.lineage)
 
 
 def make_vectorizer(data_cfg: DictConfig, vocabulary: list[str] | None = None):
@@ -70,6 +72,7 @@ def tokenize(cfg: DictConfig, reviews: ReviewSplits) -> TokenizedData:
     return TokenizedData(
         *(array for split in (train, val, test) for array in (_vectorize(vectorizer, split.texts), split.labels)),
         vocabulary=[str(token) for token in text_to_ids.get_vocabulary()], source=source, reviews=reviews,
+        lineage=split_digests(reviews.get()),
     )
 
 
@@ -140,13 +143,14 @@ def _read_cache(path: Path) -> TokenizedData | None:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in _ARRAYS}
             vocabulary, source = npz["vocabulary"].tolist(), str(npz["source"])
+            lineage = json.loads(str(npz["lineage"]))
         for split in ("train", "val", "test"):
             if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
                 raise ValueError(f"{split} ids and labels differ in length")
     except Exception as err:  # any damage means: rebuild, never train on a broken cache
         log.warning("tokenized cache %s is unreadable (%s); rebuilding it", path, err)
         return None
-    return TokenizedData(**arrays, vocabulary=vocabulary, source=source)
+    return TokenizedData(**arrays, vocabulary=vocabulary, source=source, lineage=lineage)
 
 
 def _write_cache(path: Path, data: TokenizedData) -> None:
@@ -154,7 +158,8 @@ def _write_cache(path: Path, data: TokenizedData) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
         np.savez(tmp, **{k: getattr(data, k) for k in _ARRAYS},
-                 vocabulary=np.array(data.vocabulary), source=np.array(data.source))
+                 vocabulary=np.array(data.vocabulary), source=np.array(data.source),
+                 lineage=np.array(json.dumps(data.lineage)))
     os.replace(tmp.name, path)
 def to_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
                bucket_boundaries: list[int] | None = None):

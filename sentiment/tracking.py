@@ -60,6 +60,8 @@ def connect(tracking_cfg: DictConfig, write: bool = False) -> str:
             "start the server or fix tracking.uri"
         ) from err
     mlflow.set_experiment(experiment_id=experiment_id)
+    if tracking_cfg.system_metrics_seconds is not None:
+        mlflow.set_system_metrics_sampling_interval(tracking_cfg.system_metrics_seconds)
     return experiment_id
 
 
@@ -208,8 +210,9 @@ TEXT_SIGNATURE = ModelSignature(
 )
 
 
-def log_text_model(text_model: keras.Model, registered_model_name: str | None = None):
-    """Log the raw-text model as a pyfunc "model from code" (serving.py + the .keras file)."""
+def log_text_model(text_model: keras.Model):
+    """Log the raw-text model as a pyfunc "model from code" (model_code.py + the .keras file) on
+    the active run; registering it is registry.versions.register's job."""
     import numpy as np
     import tensorflow as tf
 
@@ -229,5 +232,4 @@ def log_text_model(text_model: keras.Model, registered_model_name: str | None = 
                 f"numpy=={np.__version__}",
                 f"pandas=={pd.__version__}",
             ],
-            registered_model_name=registered_model_name,
         )

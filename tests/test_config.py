@@ -47,6 +47,10 @@ def test_overrides_beat_experiment_values():
     ("train.seed=-1", "train.seed"),
     ("train.max_epochs=0", "train.max_epochs"),
     ("data.trainsamples=10", "data.trainsamples"),
+    ("baseline.models=[tfidf,svm]", "baseline.models"),
+    ("tracking.system_metrics_seconds=0", "tracking.system_metrics_seconds"),
+    ("serve.reload_seconds=-5", "serve.reload_seconds"),
+    ("sweep.final=mean", "sweep.final"),
 ])
 def test_bad_values_fail_naming_the_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -111,3 +115,9 @@ def test_heartbeat_settings_are_checked_in_one_line(imdb_dir, tmp_path, override
 
     with pytest.raises(ConfigError, match=message):
         load_config(tiny_overrides(imdb_dir, tmp_path) + overrides)
+
+
+def test_a_stack_needs_the_nbsvm_baseline():
+    with pytest.raises(ConfigError, match=r"baseline.models=\['tfidf'\] is invalid: expected a list with nbsvm"):
+        load_config(["sweep.final=stack", "baseline.models=[tfidf]"])
+    assert load_config(["sweep.final=ensemble", "baseline.models=[]"]).baseline.models == []

@@ -98,3 +98,37 @@ def test_a_calibrated_model_is_served_calibrated_after_saving(tiny_cfg, tmp_path
     classifier = ReviewClassifier()  # the serving path: members' token models, then the calibration
     classifier.load_context(type("Context", (), {"artifacts": {KERAS_ARTIFACT: str(path)}})())
     assert classifier._score(reviews) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_stack_recovers_planted_weights_of_the_two_logits():
+    from sentiment.final_model import fit_stack
+
+    rng = np.random.default_rng(1)
+    lstm_logit, ngram_logit = rng.normal(0, 2, 20000), rng.normal(0, 2, 20000)
+    truth = 1 / (1 + np.exp(-(0.5 * lstm_logit + 1.5 * ngram_logit - 0.7)))
+    labels = (rng.uniform(size=truth.size) < truth).astype(int)
+    layer = fit_stack(labels, 1 / (1 + np.exp(-lstm_logit)), ngram_logit)
+    assert (layer.lstm_weight, layer.ngram_weight, layer.intercept) == pytest.approx((0.5, 1.5, -0.7), abs=0.1)
+    assert layer.scale(1 / (1 + np.exp(-lstm_logit)), ngram_logit) == pytest.approx(truth, abs=0.03)
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")  # untrained: no optimizer state
+def test_a_stacked_model_is_served_as_its_stack_after_saving(tiny_cfg, tmp_path):
+    from sentiment.model import stacked
+    from sentiment.model_code import Stack, _head
+    from sentiment.nbsvm import ngram_logit, ngram_model
+
+    vocabulary = ["", "[UNK]", "great", "awful", "film"]
+    raw = end_to_end(build_model(tiny_cfg, vocab_size=len(vocabulary)), make_vectorizer(tiny_cfg.data, vocabulary))
+    ngrams = ngram_model(["great", "awful", "not great"], np.array([1.0, -1.0, -2.0]), 0.1, ngrams=2)
+    path = tmp_path / "model.keras"
+    stacked(raw, ngrams, Stack(0.8, 1.2, -0.3)).save(path)
+    reviews = ["great film", "awful awful film, not great", ""]
+    lstm = np.asarray(raw(tf.constant(reviews)[:, tf.newaxis])).reshape(-1)
+    expected = Stack(0.8, 1.2, -0.3).scale(lstm, ngram_logit(ngrams, reviews))
+    assert np.asarray(keras.models.load_model(path)(tf.constant(reviews)[:, tf.newaxis])).reshape(-1) \
+        == pytest.approx(expected, abs=1e-6)
+    classifier = ReviewClassifier()  # the serving path: the LSTM's token models and the n-gram model, then the stack
+    classifier.load_context(type("Context", (), {"artifacts": {KERAS_ARTIFACT: str(path)}})())
+    assert classifier._score(reviews) == pytest.approx(expected, abs=1e-6)
+    assert isinstance(_head(classifier.model)[1], Stack)  # served through the fast path, not the fallback

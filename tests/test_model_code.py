@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentiment.model_code import TEXT_COLUMN, MicroBatcher, ReviewClassifier
+from sentiment.model_code import TEXT_COLUMN, BadInput, MicroBatcher, ReviewClassifier, reviews_from_input
 
 
 def test_concurrent_calls_share_one_pass_and_each_gets_its_own_rows():
@@ -49,7 +49,7 @@ def test_concurrent_calls_share_one_pass_and_each_gets_its_own_rows():
         assert list(results[i]) == [i, i + 0.5]
 
 
-def test_an_error_reaches_every_caller_of_that_pass_and_the_batcher_keeps_serving():
+def test_an_error_reaches_its_caller_and_the_batcher_keeps_serving():
     calls = []
 
     def score(reviews):
@@ -62,6 +62,51 @@ def test_an_error_reaches_every_caller_of_that_pass_and_the_batcher_keeps_servin
     with pytest.raises(ValueError, match="broken pass"):
         batcher(["a"])
     assert list(batcher(["b", "c"])) == [0.0, 0.0]
+
+
+def test_one_bad_request_batched_with_good_ones_fails_only_itself():
+    first_pass_started, release = threading.Event(), threading.Event()
+    passes = []
+
+    def score(reviews):
+        passes.append(list(reviews))
+        if len(passes) == 1:  # hold the first pass so the next three share one
+            first_pass_started.set()
+            release.wait(10)
+        if "bad" in reviews:
+            raise ValueError("cannot score 'bad'")
+        return np.array([len(review) for review in reviews], dtype=float)
+
+    batcher = MicroBatcher(score)
+    results = {}
+
+    def call(name, reviews):
+        try:
+            results[name] = list(batcher(reviews))
+        except ValueError as err:
+            results[name] = str(err)
+
+    threads = [threading.Thread(target=call, args=("first", ["x"]))]
+    threads[0].start()
+    assert first_pass_started.wait(10)
+    for name, reviews in (("good", ["ab"]), ("bad", ["bad"]), ("also good", ["abc", "d"])):
+        threads.append(threading.Thread(target=call, args=(name, reviews)))
+        threads[-1].start()
+    deadline = time.monotonic() + 10
+    while batcher._queue.qsize() < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert passes[1] == ["ab", "bad", "abc", "d"]  # batched together first, then each alone
+    assert results == {"first": [1.0], "good": [2.0], "bad": "cannot score 'bad'", "also good": [3.0, 1.0]}
+
+
+def test_a_lone_surrogate_is_refused_in_one_line_naming_its_row():
+    reviews = json.loads('["fine", "bad \\ud800 half"]')
+    with pytest.raises(BadInput, match=r"row 1: the 'text' value is not valid Unicode \(a lone surrogate at character 4\)"):
+        reviews_from_input(reviews)
+    assert reviews_from_input(["caf\u00e9 \U0001f600"]) == ["caf\u00e9 \U0001f600"]
 
 
 def test_a_huge_request_does_not_take_the_small_ones_behind_it_into_its_pass(monkeypatch):

@@ -55,7 +55,8 @@ def evaluation(members=(BEST,), refit=False, baseline=True) -> Evaluation:
     return Evaluation(final=final, val_metrics=classification_metrics(VAL_LABELS, FINAL_VAL),
                       test_metrics=classification_metrics(LABELS, FINAL_TEST),
                       baseline_metrics=classification_metrics(LABELS, BASELINE_TEST) if baseline else {},
-                      by_length=accuracy_by_length(LABELS, WORDS, **probabilities))
+                      by_length=accuracy_by_length(LABELS, WORDS, **probabilities),
+                      baseline_kind="tfidf" if baseline else None)
 
 
 def version_tags(ev: Evaluation) -> dict[str, str]:
@@ -64,7 +65,7 @@ def version_tags(ev: Evaluation) -> dict[str, str]:
             "test_samples": len(ev.final.test_probability), "trial_number": BEST.trial_id,
             **{f"val_{k}": v for k, v in ev.val_metrics.items()},
             **{f"test_{k}": v for k, v in ev.test_metrics.items()},
-            **{f"baseline_test_{k}": v for k, v in ev.baseline_metrics.items()}}
+            **{f"baseline_test_{k}": v for k, v in ev.baseline_metrics.items()}, **ev.comparison_tags()}
     return {k: str(v) for k, v in tags.items()}
 
 
@@ -146,7 +147,7 @@ def test_summary_without_a_baseline_shows_a_dash():
 def test_a_refit_ensemble_labels_its_val_column_as_its_trial_models():
     ev = evaluation(members=(BEST, SECOND), refit=True)
     text = summary_markdown(outcome(), "s", "val_loss", ev)
-    assert "| metric | trial models (val) | final model (test) | baseline (test) |" in text
+    assert "| metric | trial models (val) | final model (test) | tfidf baseline (test) |" in text
     assert "final model (val)" not in text
     assert f"## Final model: {ev.final.kind}" in text and "refit on train+val" in ev.final.kind
     assert f"trial {SECOND.trial_id} (`{SECOND.run_id}`)" in text
@@ -193,7 +194,7 @@ def test_description_puts_the_final_model_first_with_its_baseline():
     assert first.startswith(f"**Final model** ({ev.final.kind}): test accuracy **{ev.test_metrics['accuracy']:.4f}**")
     assert f"ROC AUC {ev.test_metrics['roc_auc']:.4f} on {len(FINAL_TEST)} test reviews" in first
     assert f"(validation {ev.val_metrics['accuracy']:.4f})" in first
-    assert f"tf-idf baseline **{ev.baseline_metrics['accuracy']:.4f}** on the same reviews" in first
+    assert f"; tfidf baseline **{ev.baseline_metrics['accuracy']:.4f}** on the same reviews" in first
     assert f"Registered as version **3**; member trial runs: `{BEST.run_id}`, `{SECOND.run_id}`." in text
     assert text.index("**Final model**") < text.index("Best trial") < text.index("Trials:")
 
@@ -243,7 +244,7 @@ def test_version_description_names_the_study_members_and_test_figures():
     assert f"trials {BEST.trial_id} (run {BEST.run_id}), {SECOND.trial_id} (run {SECOND.run_id})." in text
     for metric, value in ev.test_metrics.items():
         assert f"test {metric} {value:.4f}" in text
-    assert f"(baseline test accuracy {ev.baseline_metrics['accuracy']:.4f})" in text
+    assert f"(tfidf baseline test accuracy {ev.baseline_metrics['accuracy']:.4f})" in text
     assert "\n" not in text
 
 
@@ -353,3 +354,15 @@ def test_test_accuracy_carries_its_interval_in_the_summary_the_description_and_t
 
 def test_a_version_without_member_tags_has_no_members():
     assert Headline.from_version_tags("3", {"test_accuracy": "0.9"}).member_run_ids == []
+
+
+def test_a_stacked_headline_names_its_strongest_baseline_and_its_lstm_part_alone():
+    ev = evaluation()
+    ev.baseline_kind, ev.lstm_test_metrics = "nbsvm", {"accuracy": 0.625}
+    for headline in (Headline.from_evaluation(ev, "4"), Headline.from_version_tags("4", version_tags(ev))):
+        sentence = headline_sentence(headline)
+        assert f"test accuracy {ev.test_metrics['accuracy']:.4f} (its LSTM part alone 0.6250)" in sentence
+        assert f"; nbsvm baseline {ev.baseline_metrics['accuracy']:.4f} on the same reviews" in sentence
+    text = summary_markdown(outcome(), "s", "val_loss", ev)
+    assert "| metric | final model (val) | final model (test) | nbsvm baseline (test) |" in text
+    assert "The LSTM part alone (test): accuracy 0.6250." in text

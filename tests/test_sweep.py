@@ -76,6 +76,13 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
     assert pictures == {f"evaluation/{name}" for name in ("confusion_matrix.png", "roc_curve.png",
                                                           "accuracy_by_length.png", "accuracy_by_length.csv")}
     assert 0 <= parent.data.metrics["test_accuracy"] <= 1
+    data = load_data(cfg)
+    for run in (parent, *children):  # issue 27: the splits in MLflow's own terms, on every run
+        contexts = {i.tags[0].value: i.dataset.digest for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+        assert contexts == {"training": data.lineage["train"], "validation": data.lineage["val"],
+                            "test": data.lineage["test"]}
+    version = client.get_model_version(cfg.tracking.model_name, result.registered_version)
+    assert {k: version.tags[f"data.{k}_digest"] for k in ("train", "val", "test")} == data.lineage
 
 
 def test_registered_version_predicts_from_raw_text(swept):
@@ -179,6 +186,43 @@ def test_a_stacked_final_model_serves_the_stack_of_its_lstm_part_and_the_nbsvm_b
     assert got == pytest.approx(layer.scale(lstm, nbsvm), abs=1e-5)
     summary = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/summary.md")
     assert "The LSTM part alone (test): accuracy" in summary
+
+
+def test_a_missing_warm_start_study_is_refused_before_any_data_is_read(imdb_dir, tmp_path, monkeypatch):
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.warm_start=nope"])
+    read = []
+    monkeypatch.setattr("sentiment.sweep.load_data", lambda *args: read.append(args))
+    with pytest.raises(ConfigError, match="sweep.warm_start='nope': no such study"):
+        run_sweep(cfg)
+    assert not read  # issue 28: it was refused only after the data, the baselines and an empty new study
+    assert optuna.get_all_study_names(cfg.sweep.storage) == []
+    assert _all_runs() == []
+
+
+def test_a_registration_cut_off_while_tagging_is_completed_by_the_next_sweep(imdb_dir, tmp_path, monkeypatch):
+    from sentiment.registry import versions
+
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path))
+    tag_version = versions.tag_version
+
+    def cut_off_halfway(model_name, version, tags):
+        tag_version(model_name, version, dict(list(tags.items())[: len(tags) // 2]))
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(versions, "tag_version", cut_off_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        run_sweep(cfg)
+    client = MlflowClient()
+    [half] = client.search_model_versions(f"name = '{cfg.tracking.model_name}'")
+    assert half.tags["study"] == cfg.sweep.study_name  # its identity came with the version itself
+    assert versions.COMPLETE_TAG not in half.tags and "test_accuracy" not in half.tags
+    monkeypatch.setattr(versions, "tag_version", tag_version)
+    result = run_sweep(cfg)
+    [version] = client.search_model_versions(f"name = '{cfg.tracking.model_name}'")  # completed, not duplicated
+    assert result.registered_version == version.version == half.version
+    assert version.tags[versions.COMPLETE_TAG] == versions.COMPLETE and 0 <= float(version.tags["test_accuracy"]) <= 1
+    assert version.description.startswith("Best trial")
+    assert run_sweep(cfg).registered_version == version.version  # now complete: nothing to do
 
 
 def tiny_overrides_from(cfg):

@@ -11,7 +11,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -167,7 +167,7 @@ def run_bench(preset_name: str = "small", budget_s: float | None = None, skip_ra
     base = [f"data.train_samples={preset.train_samples}" if preset.train_samples else "data.train_samples=null",
             f"data.sequence_length={preset.sequence_length}", f"data.vocab_size={preset.vocab_size}"]
     report = {"preset": preset_name, "settings": preset.__dict__, "machine": machine_info(),
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "started": datetime.now(UTC).isoformat(timespec="seconds")}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         report["data"], cfg = time_data(base, workdir)

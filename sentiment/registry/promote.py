@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 
 from sentiment import tracking
 from sentiment.config import apply_sample
-from sentiment.data import Reviews, load_test_reviews
+from sentiment.data import Reviews, load_test_reviews, resolve_source
 from sentiment.errors import ConfigError, TrackingError
+from sentiment.lineage import disagreeing_splits, reviews_digest, source_checksum
 from sentiment.metrics import LOWER_IS_BETTER, METRICS, PairedComparison, classification_metrics, paired_accuracy
 from sentiment.model_code import TEXT_COLUMN
 from sentiment.registry import versions
@@ -73,7 +74,9 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
     if cand_v == champ_v:
         return Promotion(name, cand_v, champ_v, "already champion", pd.DataFrame(), {})
 
-    reviews = load_test_reviews(apply_sample(cfg, {"data.test_samples": settings.test_samples}))
+    _check_same_splits(name, candidate, champion)
+    reviews_cfg = apply_sample(cfg, {"data.test_samples": settings.test_samples})
+    reviews = load_test_reviews(reviews_cfg)
     scores, probabilities = {}, {}
     for side, side_v in (("candidate", cand_v), ("champion", champ_v)):
         if side_v:
@@ -87,11 +90,24 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
             decision = "forced" if current_v != cand_v else "already champion"
         if decision in MOVES_ALIASES:
             versions.move_champion(name, cand_v, current_v)
-    _record(name, cand_v, champ_v, scores, decision, settings, comparison)
+    test_digest = reviews_digest(source_checksum(str(resolve_source(reviews_cfg.data))), reviews)
+    _record(name, cand_v, champ_v, scores, decision, settings, comparison, test_digest)
     columns = {"candidate": f"candidate v{cand_v}", "champion": f"champion v{champ_v}"}  # for people only
     table = pd.DataFrame(scores).rename(columns=columns, index={"test_reviews": "test reviews"})
     sources = {cand_v: candidate.run_id, **({champ_v: champion.run_id} if champion else {})}
     return Promotion(name, cand_v, champ_v, decision, table, sources, comparison, reason)
+
+
+def _check_same_splits(name: str, candidate, champion) -> None:
+    """Refuse to compare versions trained, selected or tested on different reviews (their
+    recorded split digests, sentiment.lineage); versions registered before digests pass."""
+    if champion is None:
+        return
+    differ = disagreeing_splits(candidate.tags, champion.tags)
+    if differ:
+        raise TrackingError(f"{name} versions {candidate.version} and {champion.version} were made from different "
+                            f"{' and '.join(differ)} splits (tags data.<split>_digest), so they cannot be compared: "
+                            "promote a version made with the champion's data config (VERSION=<n>)")
 
 
 def _decide(scores: dict, comparison: PairedComparison | None, settings: DictConfig, force: bool) -> tuple[str, str]:
@@ -123,11 +139,12 @@ def _champion_now(name: str, expected: str | None, force: bool) -> str | None:
 
 
 def _record(name: str, cand_v: str, champ_v: str | None, scores: dict, decision: str, settings: DictConfig,
-            comparison: PairedComparison | None) -> None:
-    """Decision, both sides' metrics and the paired test as version tags: the registry keeps the evidence."""
+            comparison: PairedComparison | None, test_digest: str) -> None:
+    """Decision, both sides' metrics, the paired test and which test reviews were scored, as
+    version tags: the registry keeps the evidence."""
     cand_scores = scores["candidate"]
     tags = {"promotion.decision": decision, "promotion.metric": settings.metric,
-            "promotion.compared_with": champ_v or "none",
+            "promotion.compared_with": champ_v or "none", "promotion.test_digest": test_digest,
             **{f"promotion.{k}": round(v, 6) for k, v in cand_scores.items()}}
     if comparison is not None:
         tags |= {"promotion.alpha": settings.alpha, "promotion.margin": settings.margin,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -27,6 +28,28 @@ def find_version(model_name: str, **tags: str) -> ModelVersion | None:
     versions = client.search_model_versions(f"name = '{model_name}'")
     matching = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
     return max(matching, key=lambda v: int(v.version), default=None)
+
+
+# Written last, after every other tag and the description: a version without it was cut off
+# while it was being tagged (tags are written one call each), and the next sweep completes it.
+COMPLETE_TAG, COMPLETE = "registration", "complete"
+
+
+def register(model_name: str, model_uri: str, identity: dict[str, str]) -> str:
+    """Register a logged model as a new version carrying its identity tags from the start (one
+    call: no version exists without them). Returns the version number."""
+    return str(mlflow.register_model(model_uri, model_name, tags=identity).version)
+
+
+def complete_version(model_name: str, version: str, tags: dict[str, object], description: str) -> None:
+    """Write a version's figures and description, then the tag that says they are all there."""
+    tag_version(model_name, version, tags)
+    describe_version(model_name, version, description)
+    MlflowClient().set_model_version_tag(model_name, version, COMPLETE_TAG, COMPLETE)
+
+
+def is_complete(version: ModelVersion) -> bool:
+    return version.tags.get(COMPLETE_TAG) == COMPLETE
 
 
 def tag_version(model_name: str, version: str, tags: dict[str, object]) -> None:

@@ -57,3 +57,6 @@ class SharedStudyEngine(SearchEngine, Protocol):
                    worker: int = 0) -> Any: ...
 
     def finished_outcome(self, cfg: DictConfig) -> SearchOutcome | None: ...
+
+    def preflight(self, cfg: DictConfig) -> None:
+        """Raise ConfigError, before any data is read, for a search that could not start."""

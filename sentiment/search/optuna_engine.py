@@ -70,19 +70,35 @@ def warm_start(cfg: DictConfig, study: optuna.Study) -> int:
     sweep = cfg.sweep
     if not sweep.warm_start:
         return 0
-    storage = make_storage(OmegaConf.merge(sweep, {"storage": sweep.warm_start_storage or sweep.storage}))
-    try:
-        source = optuna.load_study(study_name=sweep.warm_start, storage=storage)
-    except KeyError:
-        raise ConfigError(f"sweep.warm_start={sweep.warm_start!r}: no such study in "
-                          f"{sweep.warm_start_storage or sweep.storage}") from None
-    best = ranked_trials(source)[: sweep.warm_start_k]
+    best = ranked_trials(warm_start_source(cfg))[: sweep.warm_start_k]
     for trial in best:
         study.enqueue_trial({name: value for name, value in trial.params.items()
                              if name in sweep.space and in_space(sweep.space[name], value)})
     study.set_user_attr("warm_start", {"study": sweep.warm_start, "trials": [t.number for t in best]})
     log.info("warm start: enqueued the best %d trials of study %s", len(best), sweep.warm_start)
     return len(best)
+
+
+def warm_start_source(cfg: DictConfig) -> optuna.Study:
+    """The earlier study sweep.warm_start names; ConfigError if its storage has no such study."""
+    sweep = cfg.sweep
+    storage = make_storage(OmegaConf.merge(sweep, {"storage": sweep.warm_start_storage or sweep.storage}))
+    try:
+        return optuna.load_study(study_name=sweep.warm_start, storage=storage)
+    except KeyError:
+        raise ConfigError(f"sweep.warm_start={sweep.warm_start!r}: no such study in "
+                          f"{sweep.warm_start_storage or sweep.storage}") from None
+
+
+def preflight(cfg: DictConfig) -> None:
+    """A new study's warm-start source must exist: checked before the data is read, the
+    baselines fitted or the study created (an existing study was warm-started already)."""
+    if not cfg.sweep.warm_start:
+        return
+    try:
+        optuna.load_study(study_name=cfg.sweep.study_name, storage=make_storage(cfg.sweep))
+    except KeyError:  # a new study: it will need its source
+        warm_start_source(cfg)
 
 
 def start_from_defaults(cfg: DictConfig, study: optuna.Study) -> bool:
@@ -273,3 +289,4 @@ class OptunaEngine:
     search = staticmethod(search)
     run_trials = staticmethod(run_trials)
     finished_outcome = staticmethod(finished_outcome)
+    preflight = staticmethod(preflight)

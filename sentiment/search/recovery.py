@@ -1,9 +1,12 @@
 """Trials whose worker is gone: recognised at once on this host, by heartbeat elsewhere.
 
 Each trial records who runs it (host, pid and the process's start time, so a recycled pid is
-not mistaken for the worker). A sweep that starts on the same host fails the RUNNING trials
-whose process no longer exists right away, through the same callback as a stale heartbeat:
-the trial is retried with its params and its MLflow run marked FAILED.
+not mistaken for the worker), and the machine: the kernel's boot id with the pid namespace, the
+pair that makes a pid name one process (host names repeat across containers and cloned
+machines, and two of those would fail each other's live trials). A sweep that starts on the
+same machine fails the RUNNING trials whose process no longer exists right away, through the
+same callback as a stale heartbeat: the trial is retried with its params and its MLflow run
+marked FAILED. Trials of other machines (and records without a machine) are left to heartbeats.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger(__name__)
 
-WORKER_ATTR = "worker"  # trial system attr: {"host", "pid", "started"}
+WORKER_ATTR = "worker"  # trial system attr: {"host", "machine", "pid", "started"}
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 def process_start_time(pid: int) -> str | None:
@@ -32,13 +36,24 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22 of stat, counted after the command name
 
 
+def machine_id() -> str | None:
+    """This kernel boot and pid namespace ("<boot id>/pid:[<inode>]"); None without /proc."""
+    try:
+        return f"{BOOT_ID.read_text().strip()}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
 def this_worker() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start_time(os.getpid())}
+    return {"host": socket.gethostname(), "machine": machine_id(), "pid": os.getpid(),
+            "started": process_start_time(os.getpid())}
 
 
 def is_dead(worker: dict | None) -> bool:
-    """True only when it is knowable: the worker ran on this host and its process is gone."""
-    if not worker or worker.get("host") != socket.gethostname() or not Path("/proc/self/stat").exists():
+    """True only when it is knowable: the worker ran on this machine (boot and pid namespace,
+    not just a host of the same name) and its process is gone."""
+    here = machine_id()
+    if not worker or here is None or worker.get("machine") != here:
         return False
     return process_start_time(int(worker["pid"])) != worker.get("started")
 

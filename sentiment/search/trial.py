@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
 from sentiment.config import OPERATIONAL_GROUPS, OPERATIONAL_KEYS, apply_sample
+from sentiment.lineage import log_data_lineage
 from sentiment.tokens import TokenizedData, data_for
 from sentiment.train import TrainResult, train
 
@@ -94,11 +95,13 @@ def run_tracked_trial(cfg: DictConfig, data: TokenizedData, sample: dict[str, An
     trial_cfg = apply_sample(cfg, {**trial_seed(cfg, number), **sample})
     data = data_for(trial_cfg, cfg, data)  # its own arrays if it searched truncation, length or vocabulary
     run = mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id,
-                           tags={tracking.ROLE_TAG: tracking.TRIAL, **tags})
+                           tags={tracking.ROLE_TAG: tracking.TRIAL, **tags},
+                           log_system_metrics=cfg.tracking.system_metrics_seconds is not None)
     try:
         if on_start:
             on_start(run.info.run_id)
         mlflow.log_params(tracking.config_params(trial_cfg))
+        log_data_lineage(data)
         # Metrics first: the epoch that gets a trial pruned must still be on record.
         stopper = StopAtDeadline(deadline)
         result = train(trial_cfg, data,

@@ -29,6 +29,7 @@ def test_promotion_workflow(registry_store):
     assert better.source_runs == {v: client.get_model_version(NAME, v).run_id for v in ("1", "2")}
     tags = MlflowClient().get_model_version(NAME, "2").tags
     assert tags["promotion.decision"] == "promoted" and tags["promotion.compared_with"] == "1"
+    assert len(tags["promotion.test_digest"]) == 20  # which test reviews it scored (sentiment.lineage)
     assert float(tags["promotion.accuracy"]) == pytest.approx(better.table.loc["accuracy", "candidate v2"], abs=1e-6)
 
     worse = promote(cfg, version="1")
@@ -41,6 +42,23 @@ def test_promotion_workflow(registry_store):
     forced = promote(cfg, version="1", force=True)
     assert forced.decision == "forced" and _aliases() == {"champion": "1", "previous": "2"}
     assert promote(cfg, version="1").decision == "already champion"
+
+
+def test_versions_made_from_different_splits_are_refused_in_one_line(registry_store):
+    from sentiment.errors import TrackingError
+
+    cfg = load_config(registry_store)
+    client = MlflowClient()
+    promote(cfg, version="2", force=True)
+    original = client.get_model_version(NAME, "1").tags["data.train_digest"]
+    assert original == client.get_model_version(NAME, "2").tags["data.train_digest"]  # one data config
+    client.set_model_version_tag(NAME, "1", "data.train_digest", "0" * 20)
+    try:
+        with pytest.raises(TrackingError, match="versions 1 and 2 were made from different train splits"):
+            promote(cfg, version="1")
+    finally:
+        client.set_model_version_tag(NAME, "1", "data.train_digest", original)
+    assert _aliases()["champion"] == "2"
 
 
 def test_rollback_without_previous_changes_nothing(imdb_dir, tmp_path, capsys):

@@ -1,8 +1,9 @@
-"""A trial whose worker process is gone is failed and retried at once on the same host."""
+"""A trial whose worker process is gone is failed and retried at once on the same machine."""
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -11,6 +12,7 @@ from sentiment.search.recovery import (
     WORKER_ATTR,
     fail_dead_trials,
     is_dead,
+    machine_id,
     process_start_time,
     this_worker,
 )
@@ -32,8 +34,18 @@ def test_a_recycled_pid_is_not_the_worker():
     assert is_dead({**this_worker(), "started": "0"})  # same pid, another start time
 
 
-def test_another_host_is_left_to_the_heartbeat():
-    assert not is_dead({**this_worker(), "host": "some-other-host", "pid": _dead_pid()})
+def test_another_machine_is_left_to_the_heartbeat_even_with_this_host_name():
+    pid = _dead_pid()
+    # a container or a cloned machine with the same host name: another boot id or pid namespace
+    assert not is_dead({**this_worker(), "machine": "another-boot-id/pid:[4026531836]", "pid": pid})
+    without_machine = {k: v for k, v in this_worker().items() if k != "machine"}  # recorded before machines were
+    assert not is_dead({**without_machine, "pid": pid})
+    assert is_dead({**this_worker(), "host": "renamed", "pid": pid})  # one machine: its pids mean its processes
+
+
+def test_the_machine_is_the_boot_and_the_pid_namespace():
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert machine_id() == f"{boot}/{os.readlink('/proc/self/ns/pid')}" == this_worker()["machine"]
 
 
 def test_dead_workers_trial_is_failed_and_handed_to_the_callback(tmp_path):

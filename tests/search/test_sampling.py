@@ -149,3 +149,17 @@ def test_successive_halving_cuts_the_epochs_a_sweep_trains(imdb_dir, tmp_path):
     assert min(len(t.intermediate_values) for t in pruned) == 1
     assert all(min(t.intermediate_values) == 1 for t in study.trials)
     assert counts["epochs_trained"] == sum(len(t.intermediate_values) for t in study.trials) < n_trials * max_epochs
+
+
+def test_neighbouring_root_seeds_do_not_draw_the_same_values_one_trial_apart():
+    from sentiment.search.sampling import TrialSeededSampler, sampler_seed
+
+    assert sampler_seed(42, 1) == sampler_seed(42, 1) and sampler_seed(42, 1) != sampler_seed(43, 0)
+
+    def draws(root):
+        study = optuna.create_study(sampler=TrialSeededSampler(lambda seed: optuna.samplers.RandomSampler(seed), root))
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=4)
+        return [t.params["x"] for t in study.trials]
+
+    assert draws(42) == draws(42)  # still reproducible
+    assert not set(draws(42)) & set(draws(43))  # with seed + number, 43's trial n was 42's trial n + 1

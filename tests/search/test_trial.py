@@ -40,3 +40,26 @@ def test_a_failure_after_training_closes_the_run_failed_and_off_the_active_stack
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "FAILED" and "No space left on device" in run.data.tags["error"]
     assert run.data.metrics["best_val_loss"] > 0  # what training measured is kept
+
+
+@pytest.mark.sweeps  # trains a tiny model
+@pytest.mark.parametrize("seconds", [1, None])
+def test_a_trial_run_records_its_cpu_and_memory_unless_switched_off(imdb_dir, tmp_path, seconds):
+    import mlflow
+
+    from sentiment import tracking
+    from sentiment.search.trial import run_tracked_trial
+    from sentiment.tokens import load_data
+
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"tracking.system_metrics_seconds={seconds or 'null'}",
+                                                          "train.max_epochs=4"])
+    tracking.connect(cfg.tracking)
+    _, run_id = run_tracked_trial(cfg, load_data(cfg), {}, "trial-000", {})
+    metrics = mlflow.get_run(run_id).data.metrics
+    system = {name for name in metrics if name.startswith("system/")}
+    if seconds is None:
+        assert not system
+    else:  # MLflow's system metrics, sampled each second while the trial trained
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+        assert 0 <= metrics["system/cpu_utilization_percentage"] <= 100
+        assert len(mlflow.MlflowClient().get_metric_history(run_id, "system/cpu_utilization_percentage")) >= 1
