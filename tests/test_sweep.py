@@ -219,10 +219,10 @@ def test_a_registration_cut_off_while_tagging_is_completed_by_the_next_sweep(imd
     monkeypatch.setattr(versions, "tag_version", tag_version)
     result = run_sweep(cfg)
     [version] = client.search_model_versions(f"name = '{cfg.tracking.model_name}'")  # completed, not duplicated
-    assert result.registered_version == version.version == half.version
+    assert result.registered_version == str(version.version) == str(half.version)
     assert version.tags[versions.COMPLETE_TAG] == versions.COMPLETE and 0 <= float(version.tags["test_accuracy"]) <= 1
     assert version.description.startswith("Best trial")
-    assert run_sweep(cfg).registered_version == version.version  # now complete: nothing to do
+    assert run_sweep(cfg).registered_version == str(version.version)  # now complete: nothing to do
 
 
 def tiny_overrides_from(cfg):
