@@ -64,8 +64,11 @@ def fit_nbsvm(texts: list[str], labels: np.ndarray, params: DictConfig) -> Fitte
 
 
 def log_baselines(cfg: DictConfig, reviews: ReviewSplits, experiment_id: str) -> None:
-    """Log each of baseline.models the study has not logged yet."""
-    logged = {kind_of(run) for run in baseline_runs(experiment_id, cfg.sweep.study_name)}
+    """Log each of baseline.models the study has not logged yet (to its end: a run the server
+    went away under is marked FAILED and its baseline logged again)."""
+    runs = baseline_runs(experiment_id, cfg.sweep.study_name, finished=False)
+    _fail_unfinished(runs)
+    logged = {kind_of(run) for run in runs if run.info.status == "FINISHED"}
     for kind in cfg.baseline.models:
         if kind not in logged:
             log_baseline(cfg, reviews, kind)
@@ -104,9 +107,20 @@ def kind_of(run) -> str:
     return run.data.tags.get(KIND_TAG, "tfidf")
 
 
-def baseline_runs(experiment_id: str, study: str) -> list:
-    """The study's baseline runs (one per kind)."""
-    return tracking.find_runs(tracking.BASELINE, {tracking.STUDY_TAG: study}, [experiment_id])
+def baseline_runs(experiment_id: str, study: str, finished: bool = True) -> list:
+    """The study's baseline runs (one finished run per kind)."""
+    return tracking.find_runs(tracking.BASELINE, {tracking.STUDY_TAG: study}, [experiment_id], finished=finished)
+
+
+def _fail_unfinished(runs: list) -> None:
+    """Baselines are logged by the sweep process before any trial, so one still RUNNING when a
+    sweep starts was left by a sweep that died or lost the server while logging it."""
+    client = mlflow.MlflowClient()
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", "ended by a later sweep: it stopped while logging this baseline")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            log.warning("baseline run %s was left RUNNING: marked FAILED, logging it again", run.info.run_id)
 
 
 def find_baseline_run(experiment_id: str, study: str, kind: str = "tfidf"):

@@ -227,14 +227,22 @@ def reviews_from_input(model_input) -> list[str]:
 NGRAM_MODEL = "ngram_logit"  # the name of a stacked model's n-gram part (raw text -> logit)
 
 
+def _registered_as(layer: keras.layers.Layer, *classes: type) -> bool:
+    """Whether the layer is one of these classes by its registered name, not its identity: a
+    process that imported this file twice (as `sentiment.model_code` and, from a logged model's
+    code, as `model_code`) loads layers of whichever copy registered last."""
+    names = {keras.saving.get_registered_name(cls) for cls in classes}
+    return keras.saving.get_registered_name(type(layer)) in names
+
+
 def _head(model: keras.Model) -> tuple[keras.Model, keras.layers.Layer | None, keras.Model | None]:
     """(the LSTM's raw-text model, the layer on top of its probability, the n-gram model) of a
     calibrated model (model.calibrated: a Calibration on top) or a stacked one (model.stacked:
     a Stack of it and an NgramLogit model); (model, None, None) for a plain one."""
-    heads = [layer for layer in model.layers if isinstance(layer, Calibration | Stack)]
+    heads = [layer for layer in model.layers if _registered_as(layer, Calibration, Stack)]
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != NGRAM_MODEL]
     ngram = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name == NGRAM_MODEL]
-    if len(heads) == 1 and len(inner) == 1 and len(ngram) == int(isinstance(heads[0], Stack)):
+    if len(heads) == 1 and len(inner) == 1 and len(ngram) == int(_registered_as(heads[0], Stack)):
         return inner[0], heads[0], ngram[0] if ngram else None
     return model, None, None
 

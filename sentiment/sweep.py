@@ -14,6 +14,7 @@ from sentiment import report, tracking
 from sentiment.baseline import log_baselines, strongest_baseline
 from sentiment.data import ReviewSplits
 from sentiment.engines import search_algorithm
+from sentiment.errors import TrackingError
 from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
 from sentiment.lineage import digest_tag, digest_tags, log_data_lineage
 from sentiment.metrics import accuracy_by_length, accuracy_interval, classification_metrics, word_counts
@@ -93,8 +94,10 @@ def run_sweep(cfg: DictConfig, workers: int = 1) -> SweepResult:
         version, evaluation = register_final(cfg, outcome, experiment_id, data)
         headline = _headline(cfg, version, evaluation)
         report.log_outcome(outcome, cfg.sweep.study_name, cfg.sweep.objective, evaluation, headline)
-    except BaseException:
+    except BaseException as err:
         _end_parent_quietly("FAILED")
+        if isinstance(err, Exception) and not isinstance(err, TrackingError) and tracking.is_outage(err):
+            raise tracking.lost_store(err) from err  # e.g. during the baselines or the registration
         raise
     mlflow.end_run("FINISHED")
     return SweepResult(outcome, parent.info.run_id, experiment_id, version, headline)

@@ -114,6 +114,12 @@ def is_outage(err: BaseException) -> bool:
     return False
 
 
+def lost_store(err: BaseException) -> TrackingError:
+    """The one-line error for a tracking store that went away mid-sweep."""
+    return TrackingError(f"lost the MLflow tracking store ({short_error(err)}); "
+                         "finished trials are kept: re-run the same command once it is back")
+
+
 def fail_orphaned_run(run_id: str | None, reason: str) -> None:
     """Mark a run, and its parent sweep run, FAILED if a dead or cut-off worker left them RUNNING."""
     if not run_id:

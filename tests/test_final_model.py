@@ -1,6 +1,9 @@
 """How the final model's members are chosen from the candidates, and how it is calibrated:
 on validation only."""
 
+import importlib
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -113,8 +116,9 @@ def test_the_stack_recovers_planted_weights_of_the_two_logits():
 
 
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")  # untrained: no optimizer state
-def test_a_stacked_model_is_served_as_its_stack_after_saving(tiny_cfg, tmp_path):
+def test_a_stacked_model_is_served_as_its_stack_after_saving(tiny_cfg, tmp_path, monkeypatch):
     from sentiment.model import stacked
+    from sentiment import model_code
     from sentiment.model_code import Stack, _head
     from sentiment.nbsvm import ngram_logit, ngram_model
 
@@ -128,7 +132,12 @@ def test_a_stacked_model_is_served_as_its_stack_after_saving(tiny_cfg, tmp_path)
     expected = Stack(0.8, 1.2, -0.3).scale(lstm, ngram_logit(ngrams, reviews))
     assert np.asarray(keras.models.load_model(path)(tf.constant(reviews)[:, tf.newaxis])).reshape(-1) \
         == pytest.approx(expected, abs=1e-6)
+    # A process that loaded a logged model has a second copy of model_code (imported from the
+    # model's code as `model_code`), and Keras builds the layers of whichever copy registered last.
+    monkeypatch.syspath_prepend(str(Path(model_code.__file__).parent))
+    importlib.import_module("model_code")
     classifier = ReviewClassifier()  # the serving path: the LSTM's token models and the n-gram model, then the stack
     classifier.load_context(type("Context", (), {"artifacts": {KERAS_ARTIFACT: str(path)}})())
     assert classifier._score(reviews) == pytest.approx(expected, abs=1e-6)
-    assert isinstance(_head(classifier.model)[1], Stack)  # served through the fast path, not the fallback
+    head = _head(classifier.model)[1]  # served through the fast path, not the fallback
+    assert keras.saving.get_registered_name(type(head)) == "sentiment>Stack"

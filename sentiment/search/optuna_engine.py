@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from sentiment import tracking
 from sentiment.config import OBJECTIVE_DIRECTIONS
 from sentiment.engines import ENGINES
-from sentiment.errors import ConfigError, TrackingError
+from sentiment.errors import ConfigError
 from sentiment.search.contract import BestTrial, SearchOutcome
 from sentiment.search.optuna_report import log_optuna_plots, optuna_trials_table
 from sentiment.search.pruning import REPEAT_ATTR, EpochPruningCallback, make_pruner, pruner_name, study_noise
@@ -220,8 +220,7 @@ def _optimize(cfg: DictConfig, study: optuna.Study, objective: Objective, deadli
                    lambda study, trial: study_noise(study, cfg.sweep.objective, cfg.sweep.pruner.noise_widths)],
     )
     if objective.tracking_error is not None:
-        raise TrackingError(f"lost the MLflow tracking store ({tracking.short_error(objective.tracking_error)}); "
-                            "finished trials are kept: re-run the same command once it is back")
+        raise tracking.lost_store(objective.tracking_error)
 
 
 def finished_outcome(cfg: DictConfig) -> SearchOutcome | None:
