@@ -117,8 +117,8 @@ def test_the_stack_recovers_planted_weights_of_the_two_logits():
 
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")  # untrained: no optimizer state
 def test_a_stacked_model_is_served_as_its_stack_after_saving(tiny_cfg, tmp_path, monkeypatch):
-    from sentiment.model import stacked
     from sentiment import model_code
+    from sentiment.model import stacked
     from sentiment.model_code import Stack, _head
     from sentiment.nbsvm import ngram_logit, ngram_model
 
