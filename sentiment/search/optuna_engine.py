@@ -37,30 +37,50 @@ def _on_dead_worker(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
     tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "its worker died (killed, or stopped sending heartbeats)")
 
 
+FINGERPRINT_WAIT_S = 30  # how long a process that lost the race to create a study waits for its fingerprint
+
+
 def open_study(cfg: DictConfig) -> optuna.Study:
-    """Create the study, or resume it if it exists and searches the same thing."""
+    """Create the study, or resume it if it exists and searches the same thing.
+
+    Creating a study is atomic in its storage (a unique name), so only the process that created
+    it writes the config fingerprint and enqueues the first trials: two workers starting together
+    cannot mix two configs in one study or enqueue the configured values twice."""
     sweep = cfg.sweep
-    study = optuna.create_study(
-        study_name=sweep.study_name,
-        storage=make_storage(sweep, on_stale_trial=_on_dead_worker),
-        direction=OBJECTIVE_DIRECTIONS[sweep.objective],
-        sampler=make_sampler(cfg),  # seeded per trial number: resumes and workers never repeat a sample
-        pruner=make_pruner(cfg),
-        load_if_exists=True,
-    )
+    settings = dict(study_name=sweep.study_name, storage=make_storage(sweep, on_stale_trial=_on_dead_worker),
+                    sampler=make_sampler(cfg),  # seeded per trial number: resumes and workers never repeat a sample
+                    pruner=make_pruner(cfg))
     fingerprint = config_fingerprint(cfg)
-    previous = study.user_attrs.get("config_fingerprint")
-    if previous is None:
-        study.set_user_attr("config_fingerprint", fingerprint)
-        study.set_user_attr("config", OmegaConf.to_container(cfg, resolve=True))
-        warm_start(cfg, study)
-        start_from_defaults(cfg, study)
-    elif previous != fingerprint:
-        raise ConfigError(
-            f"study {sweep.study_name!r} in {sweep.storage} was made with a different config; "
-            "set sweep.study_name=<new name> to start a new study, or restore the old settings"
-        )
+    try:
+        study = optuna.create_study(direction=OBJECTIVE_DIRECTIONS[sweep.objective], **settings)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**settings)
+        previous = _wait_for_fingerprint(study)
+        if previous is not None:
+            if previous != fingerprint:
+                raise ConfigError(
+                    f"study {sweep.study_name!r} in {sweep.storage} was made with a different config; "
+                    "set sweep.study_name=<new name> to start a new study, or restore the old settings"
+                ) from None
+            return study
+        log.warning("study %s has no config fingerprint (its first process stopped while starting it): "
+                    "this one starts it", sweep.study_name)
+    study.set_user_attr("config", OmegaConf.to_container(cfg, resolve=True))
+    warm_start(cfg, study)
+    start_from_defaults(cfg, study)
+    study.set_user_attr("config_fingerprint", fingerprint)  # last: the others wait for the first trials too
     return study
+
+
+def _wait_for_fingerprint(study: optuna.Study) -> str | None:
+    """The study's config fingerprint; its creator writes it once the first trials are queued, so
+    a process that lost the race waits for it a while (None: the creator stopped before writing it)."""
+    give_up = time.monotonic() + FINGERPRINT_WAIT_S
+    while True:
+        previous = study.user_attrs.get("config_fingerprint")
+        if previous is not None or time.monotonic() > give_up:
+            return previous
+        time.sleep(0.2)
 
 
 def warm_start(cfg: DictConfig, study: optuna.Study) -> int:
@@ -125,7 +145,8 @@ def count(study: optuna.Study, states: tuple) -> int:
 def reconcile(cfg: DictConfig, study: optuna.Study) -> None:
     """Make the study and MLflow agree after a crash: dead workers' trials are failed and retried,
     and no failed trial's run stays RUNNING."""
-    fail_dead_trials(study, stale_trial_callback(cfg.sweep, _on_dead_worker))  # this host: at once
+    # this host's dead workers: at once; a trial no worker ever claimed: after the grace period
+    fail_dead_trials(study, stale_trial_callback(cfg.sweep, _on_dead_worker), cfg.sweep.grace_period)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # RDB storages, any host: after the grace period

@@ -7,11 +7,14 @@ machines, and two of those would fail each other's live trials). A sweep that st
 same machine fails the RUNNING trials whose process no longer exists right away, through the
 same callback as a stale heartbeat: the trial is retried with its params and its MLflow run
 marked FAILED. Trials of other machines (and records without a machine) are left to heartbeats.
+A RUNNING trial with no record at all (its worker died between Optuna's ask() and recording
+itself, before any heartbeat) is failed once it is older than the heartbeat grace period.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import logging
 import os
 import socket
@@ -62,21 +65,33 @@ def record_worker(trial: optuna.Trial) -> None:
     trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, this_worker())
 
 
-def fail_dead_trials(study: optuna.Study, on_failed: Callable[[optuna.Study, FrozenTrial], None]) -> int:
-    """Fail the RUNNING trials of dead workers on this host; returns how many."""
+def is_unclaimed(trial: FrozenTrial, grace_period: float | None) -> bool:
+    """A RUNNING trial no worker recorded itself on for grace_period seconds: its worker died
+    between Optuna's ask() and record_worker (milliseconds apart in a live one), before it had a
+    heartbeat to go stale, so neither rule would ever fail it."""
+    if grace_period is None or WORKER_ATTR in trial.system_attrs or trial.datetime_start is None:
+        return False
+    return (datetime.datetime.now() - trial.datetime_start).total_seconds() > grace_period
+
+
+def fail_dead_trials(study: optuna.Study, on_failed: Callable[[optuna.Study, FrozenTrial], None],
+                     grace_period: float | None = None) -> int:
+    """Fail the RUNNING trials of dead workers on this host, and (given grace_period) those no
+    worker claimed within it; returns how many."""
     failed = 0
     # optuna.storages.fail_stale_trials does the same through the private storage handle.
     storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not is_dead(trial.system_attrs.get(WORKER_ATTR)):
+        if not (is_dead(trial.system_attrs.get(WORKER_ATTR)) or is_unclaimed(trial, grace_period)):
             continue
         try:
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
-        log.warning("trial %d: its worker (pid %s) is gone; failing it now", trial.number,
-                    trial.system_attrs[WORKER_ATTR]["pid"])
+        worker = trial.system_attrs.get(WORKER_ATTR)
+        log.warning("trial %d: its worker (%s) is gone; failing it now", trial.number,
+                    f"pid {worker['pid']}" if worker else "it never recorded itself")
         on_failed(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
         failed += 1
     return failed

@@ -60,3 +60,17 @@ def test_dead_workers_trial_is_failed_and_handed_to_the_callback(tmp_path):
     assert states == {alive.number: TrialState.RUNNING, dead.number: TrialState.FAIL}
     assert handed == [dead.number]
     assert fail_dead_trials(study, lambda s, t: handed.append(t.number)) == 0  # nothing twice
+
+
+def test_a_trial_no_worker_claimed_is_failed_after_the_grace_period(tmp_path):
+    """A worker killed between ask() and record_worker leaves no record and no heartbeat."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    unclaimed, claimed = study.ask(), study.ask()
+    study._storage.set_trial_system_attr(claimed._trial_id, WORKER_ATTR, this_worker())
+    handed = []
+    assert fail_dead_trials(study, lambda s, t: handed.append(t.number), grace_period=60) == 0  # not yet
+    assert fail_dead_trials(study, lambda s, t: handed.append(t.number)) == 0  # no grace period: never
+    assert fail_dead_trials(study, lambda s, t: handed.append(t.number), grace_period=-1) == 1
+    assert handed == [unclaimed.number]
+    assert {t.number: t.state for t in study.trials} == {unclaimed.number: TrialState.FAIL,
+                                                        claimed.number: TrialState.RUNNING}
