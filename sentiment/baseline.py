@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +17,8 @@ import keras
 import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
 
-from sentiment import nbsvm, tracking
+from sentiment import tracking
 from sentiment.data import ReviewSplits
 from sentiment.engines import BASELINES, STACKED_BASELINE
 from sentiment.metrics import classification_metrics
@@ -31,36 +27,6 @@ log = logging.getLogger(__name__)
 
 TEST_PROBABILITY = "test_probability.npy"  # artifact: the champion is compared on the same reviews
 KIND_TAG = "baseline.kind"  # which of engines.BASELINES a run is (runs logged before it was set: tfidf)
-
-
-@dataclass
-class FittedBaseline:
-    description: str
-    probability: Callable[[list[str]], np.ndarray]  # reviews -> probability of positive
-    keras_model: keras.Model | None = None           # raw text -> logit, kept on the run (the stack's input)
-
-
-def _clean(text: str) -> str:
-    return text.replace("<br />", " ")
-
-
-def fit_tfidf(texts: list[str], labels: np.ndarray, params: DictConfig) -> FittedBaseline:
-    """TF-IDF of word 1- to n-grams + logistic regression."""
-    model = make_pipeline(
-        TfidfVectorizer(preprocessor=lambda t: _clean(t).lower(), ngram_range=(1, params.ngrams),
-                        min_df=params.min_df, max_features=params.max_features, sublinear_tf=True),
-        LogisticRegression(C=params.C, max_iter=1000),
-    )
-    model.fit(texts, labels)
-    return FittedBaseline(f"tfidf(1-{params.ngrams} grams)+logistic_regression",
-                          lambda reviews: model.predict_proba(reviews)[:, 1])
-
-
-def fit_nbsvm(texts: list[str], labels: np.ndarray, params: DictConfig) -> FittedBaseline:
-    """NBSVM: naive-Bayes-scaled binary 1- to n-grams + logistic regression, as a Keras model."""
-    model = nbsvm.fit_nbsvm(texts, labels, params)
-    return FittedBaseline(f"nbsvm(1-{params.ngrams} grams)+logistic_regression",
-                          lambda reviews: 1 / (1 + np.exp(-nbsvm.ngram_logit(model, reviews))), model)
 
 
 def log_baselines(cfg: DictConfig, reviews: ReviewSplits, experiment_id: str) -> None:
@@ -115,12 +81,9 @@ def baseline_runs(experiment_id: str, study: str, finished: bool = True) -> list
 def _fail_unfinished(runs: list) -> None:
     """Baselines are logged by the sweep process before any trial, so one still RUNNING when a
     sweep starts was left by a sweep that died or lost the server while logging it."""
-    client = mlflow.MlflowClient()
     for run in runs:
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "error", "ended by a later sweep: it stopped while logging this baseline")
-            client.set_terminated(run.info.run_id, status="FAILED")
-            log.warning("baseline run %s was left RUNNING: marked FAILED, logging it again", run.info.run_id)
+            tracking.fail_left_running(run.info.run_id, "it stopped while logging this baseline; logging it again")
 
 
 def find_baseline_run(experiment_id: str, study: str, kind: str = "tfidf"):

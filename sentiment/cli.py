@@ -158,6 +158,9 @@ def cmd_promote(args, cfg) -> int:
     if not result.table.empty:
         print(result.table.to_string(float_format=lambda v: f"{v:.4f}"))
         print("source runs: " + ", ".join(f"v{v} {run}" for v, run in result.source_runs.items()))
+    if not result.behaviour.empty:
+        print("behaviour checks, failure rate per check:")
+        print(result.behaviour.to_string(float_format=lambda v: f"{v:.0%}"))
     if result.comparison is not None:
         print(result.comparison.describe())
     messages = {

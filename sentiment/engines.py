@@ -121,17 +121,17 @@ ORACLES: dict[str, Callable[[DictConfig, dict], Any]] = {
 }
 
 
-# --- baselines: (training texts, labels, baseline.<kind>) -> sentiment.baseline.FittedBaseline ---
+# --- baselines: (training texts, labels, baseline.<kind>) -> sentiment.baseline_models.FittedBaseline
 
 
 def _tfidf(texts, labels, params: DictConfig):
-    from sentiment.baseline import fit_tfidf
+    from sentiment.baseline_models import fit_tfidf
 
     return fit_tfidf(texts, labels, params)
 
 
 def _nbsvm(texts, labels, params: DictConfig):
-    from sentiment.baseline import fit_nbsvm
+    from sentiment.baseline_models import fit_nbsvm
 
     return fit_nbsvm(texts, labels, params)
 

@@ -18,7 +18,8 @@ from sentiment.errors import TrackingError
 from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
 from sentiment.lineage import digest_tag, digest_tags, log_data_lineage
 from sentiment.metrics import accuracy_by_length, accuracy_interval, classification_metrics, word_counts
-from sentiment.registry import versions
+from sentiment.registry import behaviour, versions
+from sentiment.registry.promote import version_scorer
 from sentiment.search.contract import SearchOutcome
 from sentiment.search.implementations import engine_for, shared_study_engine
 from sentiment.search.workers import check_shareable, run_workers
@@ -192,11 +193,23 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
     else:
         version = str(existing.version)
         log.info("completing %s version %s: its registration was cut off while it was being tagged", model_name, version)
-    versions.complete_version(model_name, version, version_tags(cfg, identity, evaluation, data.lineage),
+    checks = check_behaviour(model_name, version)
+    versions.complete_version(model_name, version,
+                              version_tags(cfg, identity, evaluation, data.lineage) | behaviour.behaviour_tags(checks),
                               report.version_description(study, evaluation))
     log.info("registered %s version %s (%s, test accuracy %.4f)", model_name, version, final.kind,
              evaluation.test_metrics["accuracy"])
     return version, evaluation
+
+
+def check_behaviour(model_name: str, version: str):
+    """The behaviour checks on the registered version as it is served: a table artifact on the
+    sweep run, version tags, and a log line (make promote compares them with the champion's)."""
+    checks = behaviour.run_checks(version_scorer(model_name, version))
+    mlflow.log_text(checks.to_csv(), behaviour.ARTIFACT)
+    log.info("behaviour checks of %s version %s, failure rate: %s", model_name, version,
+             ", ".join(f"{check} {rate:.0%}" for check, rate in checks.failure_rate.items()))
+    return checks
 
 
 def version_tags(cfg: DictConfig, identity: dict[str, str], evaluation: Evaluation,

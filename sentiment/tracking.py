@@ -130,9 +130,15 @@ def fail_orphaned_run(run_id: str | None, reason: str) -> None:
         return  # the worker recorded the trial's end itself: its sweep run may still be alive
     for orphan in (run_id, run.data.tags.get("mlflow.parentRunId")):
         if orphan and client.get_run(orphan).info.status == "RUNNING":
-            client.set_tag(orphan, "error", f"ended by a later sweep: {reason}")
-            client.set_terminated(orphan, status="FAILED")
-            log.warning("run %s was left RUNNING (%s): marked FAILED", orphan, reason)
+            fail_left_running(orphan, reason)
+
+
+def fail_left_running(run_id: str, reason: str) -> None:
+    """End a run that a dead or cut-off process left RUNNING: FAILED, with why in its `error` tag."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "error", f"ended by a later sweep: {reason}")
+    client.set_terminated(run_id, status="FAILED")
+    log.warning("run %s was left RUNNING (%s): marked FAILED", run_id, reason)
 
 
 def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:

@@ -109,7 +109,12 @@ def registry_store(tmp_path_factory, imdb_dir):
     from sentiment.sweep import run_sweep
 
     tmp = tmp_path_factory.mktemp("registry")
-    base = tiny_overrides(imdb_dir, tmp) + ["sweep.n_trials=1", "promote.test_samples=null"]
+    # The barely trained v1 says nearly the same about every review, so it passes the invariance
+    # checks by saying nothing and v2 (which learned the cue words, not negation) would be held on
+    # behaviour: these tests are about the accuracy gate, so the behaviour gate is off here and
+    # tested on its own (registry/test_behaviour.py, test_promote's gate tests).
+    base = tiny_overrides(imdb_dir, tmp) + ["sweep.n_trials=1", "promote.test_samples=null",
+                                            "promote.behaviour_tolerance=1.0"]
     for extra in (WEAK_STUDY, STRONG_STUDY):
         assert run_sweep(load_config(base + extra)).registered_version is not None
     mlflow.end_run()

@@ -5,7 +5,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from sentiment import baseline, nbsvm, tracking
+from sentiment import baseline, baseline_models, nbsvm, tracking
 from sentiment.baseline import TEST_PROBABILITY, find_baseline_run, log_baseline, log_baselines, ngram_model, strongest_baseline
 from sentiment.config import load_config
 from sentiment.data import ReviewSplits
@@ -19,7 +19,7 @@ def store(imdb_dir, tmp_path_factory):
     once under a parent run, its pipeline and its scoring calls kept."""
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path_factory.mktemp("baseline")))
     pipelines, scored = [], []
-    make_pipeline, score = baseline.make_pipeline, baseline.classification_metrics
+    make_pipeline, score = baseline_models.make_pipeline, baseline.classification_metrics
 
     def keep_pipeline(*steps):
         pipelines.append(make_pipeline(*steps))
@@ -30,7 +30,7 @@ def store(imdb_dir, tmp_path_factory):
         return score(labels, probability)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(baseline, "make_pipeline", keep_pipeline)
+        patch.setattr(baseline_models, "make_pipeline", keep_pipeline)
         patch.setattr(baseline, "classification_metrics", keep_score)
         experiment_id = tracking.connect(cfg.tracking, write=True)
         reviews = ReviewSplits(cfg)

@@ -2,14 +2,21 @@
 the aliases it moves and the evidence it leaves as version tags (the aliases under concurrent
 promotions: test_versions.py)."""
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from sentiment.cli import main
 from sentiment.config import load_config
-from sentiment.registry.promote import promote, rollback
+from sentiment.errors import ConfigError
+from sentiment.metrics import paired_accuracy
+from sentiment.registry import behaviour
+from sentiment.registry.promote import check_settings, promote, rollback
 from tests.conftest import tiny_overrides
+from tests.registry.test_behaviour import keyword_scorer
 from tests.registry.test_versions import NAME, _aliases
+from tests.test_metrics import _planted
 
 pytestmark = pytest.mark.sweeps  # runs tiny sweeps: not in make test-fast
 
@@ -21,7 +28,7 @@ def test_promotion_workflow(registry_store):
     assert first.decision == "first champion" and _aliases() == {"champion": "1", "previous": None}
 
     better = promote(cfg)  # the newest version: v2, the properly trained one
-    assert better.decision == "promoted", better.table
+    assert better.decision == "promoted", (better.reason, better.behaviour)
     assert _aliases() == {"champion": "2", "previous": "1"}
     assert better.table.loc["accuracy", "candidate v2"] > better.table.loc["accuracy", "champion v1"]
     assert better.table.loc["test reviews"].tolist() == [40.0, 40.0]  # same reviews for both
@@ -72,20 +79,20 @@ def test_promote_without_versions_says_run_sweep(imdb_dir, tmp_path, capsys):
     assert "make sweep" in capsys.readouterr().err
 
 
-def _gate(comparison, candidate_accuracy, champion_accuracy, force=False):
-    from omegaconf import OmegaConf
+def _gate(comparison, candidate_accuracy, champion_accuracy, force=False, candidate_favourite=None):
+    """The decision for two models with these accuracies and this paired comparison; the
+    behaviour checks of both are the keyword model's, the candidate's with a favourite name if
+    one is given (see test_behaviour.keyword_scorer)."""
+    from sentiment.registry.promote import Scored, _decide
 
-    from sentiment.registry.promote import _decide
-
-    settings = OmegaConf.create({"metric": "accuracy", "margin": 0.0, "alpha": 0.05})
-    scores = {"candidate": {"accuracy": candidate_accuracy}, "champion": {"accuracy": champion_accuracy}}
-    return _decide(scores, comparison, settings, force)
+    settings = OmegaConf.create({"metric": "accuracy", "margin": 0.0, "alpha": 0.05, "behaviour_tolerance": 0.1})
+    scored = {side: Scored({"accuracy": accuracy}, np.array([]), behaviour.run_checks(keyword_scorer(favourite)))
+              for side, accuracy, favourite in (("candidate", candidate_accuracy, candidate_favourite),
+                                                ("champion", champion_accuracy, None))}
+    return _decide(scored, comparison, settings, force)
 
 
 def test_the_gate_holds_a_copy_of_the_champion_promotes_a_wide_gain_and_holds_one_inside_the_noise():
-    from sentiment.metrics import paired_accuracy
-    from tests.test_metrics import _planted
-
     labels, candidate, _ = _planted(0, 0)
     itself = paired_accuracy(labels, candidate, candidate.copy())
     assert _gate(itself, 0.9, 0.9)[0] == "refused"
@@ -93,8 +100,27 @@ def test_the_gate_holds_a_copy_of_the_champion_promotes_a_wide_gain_and_holds_on
     wide = paired_accuracy(*_planted(40, 10))
     decision, reason = _gate(wide, 0.94, 0.91)
     assert decision == "promoted" and "McNemar p = " in reason and wide.p_value < 0.05
+    assert reason.endswith("no behaviour check worse")
 
     small = paired_accuracy(*_planted(12, 8))
     decision, reason = _gate(small, 0.916, 0.912)
     assert decision == "refused" and f"within the noise: McNemar p = {small.p_value:.3g} >= alpha 0.05" in reason
     assert _gate(small, 0.916, 0.912, force=True)[0] == "forced"  # FORCE=1 still overrides, and says so
+
+
+def test_a_significant_gain_with_a_behaviour_regression_is_held_with_both_reasons():
+    wide = paired_accuracy(*_planted(40, 10))
+    decision, reason = _gate(wide, 0.94, 0.91, candidate_favourite="Tom Hanks")
+    assert decision == "refused"
+    assert reason == "fails more behaviour cases than the champion, beyond the tolerance of 10%: names 67% vs 0%"
+    decision, reason = _gate(paired_accuracy(*_planted(12, 8)), 0.916, 0.912, candidate_favourite="Tom Hanks")
+    assert decision == "refused" and "names 67% vs 0%" in reason and "within the noise" in reason
+
+
+@pytest.mark.parametrize(("key", "value"), [("alpha", 0), ("alpha", 1.5), ("alpha", True), ("behaviour_tolerance", -0.1),
+                                            ("behaviour_tolerance", "high"), ("metric", "recall")])
+def test_promote_settings_out_of_range_are_one_line_config_errors(key, value):
+    settings = OmegaConf.create({"metric": "accuracy", "margin": 0.0, "alpha": 0.05, "behaviour_tolerance": 0.1})
+    settings[key] = value
+    with pytest.raises(ConfigError, match=rf"^promote\.{key}={value!r} is invalid: expected "):
+        check_settings(settings)
