@@ -34,7 +34,7 @@ export REVIEW_FILE := $(value FILE)
 PREDICT_FLAGS := $(if $(value TEXT),--text "$$REVIEW_TEXT",) $(if $(value FILE),--file "$$REVIEW_FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint sweep train promote rollback predict serve test test-fast bench bench-serve levers ui server user dashboard clean
+.PHONY: help install lock lint sweep train promote rollback reproduce predict serve test test-fast bench bench-serve levers ui server user dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ promote: $(STAMP) ## move @champion to the newest version if it beats the champi
 
 rollback: $(STAMP) ## swap @champion and @previous
 	$(BIN)/python -m sentiment rollback $(ARGS)
+
+reproduce: $(STAMP) ## retrain a version (VERSION=n, default @champion) from its runs; agreement with the registered one
+	$(BIN)/python -m sentiment reproduce $(if $(VERSION),--version $(VERSION),) $(ARGS)
 
 predict: $(STAMP) ## label reviews with @champion: TEXT="...", FILE=reviews.txt, or lines on stdin
 	$(BIN)/python -m sentiment predict $(PREDICT_FLAGS) $(ARGS)

@@ -25,6 +25,7 @@ COMMANDS_HELP = {
     "train": "train the configured model once and log it as an MLflow run",
     "promote": "score the newest (or --version) candidate against @champion; move it if better",
     "rollback": "swap @champion and @previous",
+    "reproduce": "retrain a registered version (--version, default @champion) from its runs and compare the rebuild",
     "predict": "label reviews with models:/<model_name>@champion",
     "bench": "throughput, memory and a time-to-accuracy race of search engines",
     "bench-serve": "latency and throughput of `make serve` on @champion over HTTP",
@@ -59,6 +60,7 @@ def _command_options(cmds: dict[str, argparse.ArgumentParser]) -> None:
     cmds["sweep"].add_argument("--workers", type=int, default=1, help="worker processes on one study")
     cmds["promote"].add_argument("--version", help="registered version to consider (default: newest)")
     cmds["promote"].add_argument("--force", action="store_true", help="promote even if not better")
+    cmds["reproduce"].add_argument("--version", help="registered version to rebuild (default: @champion)")
     cmds["predict"].add_argument("--text", action="append", default=[], help="a review (repeatable)")
     cmds["predict"].add_argument("--file", help="a UTF-8 file with one review per line")
     cmds["bench"].add_argument("--preset", choices=("small", "full"), default="small")
@@ -190,6 +192,22 @@ def cmd_rollback(args, cfg) -> int:
     return 0
 
 
+def cmd_reproduce(args, cfg) -> int:
+    import pandas as pd
+
+    from sentiment.registry.reproduce import reproduce
+
+    result = reproduce(cfg, version=args.version)
+    kind = "refit on train+val" if result.refit else "trained as its trial"
+    print(f"{result.model_name} v{result.version}: {len(result.members)} member(s) retrained ({kind}); "
+          f"head: {result.head}; {result.seconds:.0f} s")
+    table = pd.DataFrame({"registered": result.registered, "reproduced": result.reproduced})
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"prediction agreement {result.agreement:.2%}; rebuild minus registered: "
+          f"{result.comparison.describe('the rebuild', 'the registered model')}")
+    return 0
+
+
 def cmd_predict(args, cfg) -> int:
     from sentiment.registry.predict import collect_reviews, predict
 
@@ -295,6 +313,7 @@ def _exec(tool: str, *arguments: str) -> int:
 
 
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
+            "reproduce": cmd_reproduce,
             "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard,
             "bench-serve": cmd_bench_serve, "levers": cmd_levers, "user": cmd_user}
 

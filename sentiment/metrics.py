@@ -47,10 +47,10 @@ class PairedComparison:
     interval: tuple[float, float]  # its 95 % interval
     p_value: float                # exact McNemar test on the discordant reviews, two-sided
 
-    def describe(self) -> str:
+    def describe(self, first: str = "the candidate", second: str = "the champion") -> str:
         return (f"accuracy difference {self.difference:+.4f} (95 % interval {self.interval[0]:+.4f} to "
-                f"{self.interval[1]:+.4f}) on {self.reviews:,} reviews; discordant: {self.candidate_only} right by the "
-                f"candidate only, {self.champion_only} by the champion only; McNemar p = {self.p_value:.3g}")
+                f"{self.interval[1]:+.4f}) on {self.reviews:,} reviews; discordant: {self.candidate_only} right by "
+                f"{first} only, {self.champion_only} by {second} only; McNemar p = {self.p_value:.3g}")
 
 
 def paired_accuracy(labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, z: float = 1.96) -> PairedComparison:
