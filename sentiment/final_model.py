@@ -157,6 +157,31 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     return calibrate(final, data.y_val) if cfg.sweep.calibrate else final
 
 
+# The fitted head of a registered version, as its tags: written at registration, read back by
+# `make reproduce` (registry.reproduce) to rebuild the version.
+STACK_TAGS = ("stack_lstm_weight", "stack_ngram_weight", "stack_intercept")
+CALIBRATION_TAGS = ("calibration_slope", "calibration_intercept")
+
+
+def head_tags(final: FinalModel) -> dict[str, float]:
+    """The final model's fitted head (its stack or its Platt scaling) as version tags."""
+    if final.stack is not None:
+        values = (final.stack.lstm_weight, final.stack.ngram_weight, final.stack.intercept)
+        return dict(zip(STACK_TAGS, values, strict=True))
+    if final.calibration is None:
+        return {}
+    return dict(zip(CALIBRATION_TAGS, (final.calibration.slope, final.calibration.intercept), strict=True))
+
+
+def recorded_head(tags: dict[str, str]) -> Stack | Calibration | None:
+    """The head a version's tags record (head_tags), as its layer; None for a bare mean."""
+    if STACK_TAGS[0] in tags:
+        return Stack(*(float(tags[name]) for name in STACK_TAGS))
+    if CALIBRATION_TAGS[0] in tags:
+        return Calibration(*(float(tags[name]) for name in CALIBRATION_TAGS))
+    return None
+
+
 def _logit(probability: np.ndarray) -> np.ndarray:
     p = np.clip(probability, Calibration.EPSILON, 1 - Calibration.EPSILON)
     return np.log(p / (1 - p))

@@ -15,7 +15,7 @@ from sentiment.baseline import log_baselines, strongest_baseline
 from sentiment.data import ReviewSplits
 from sentiment.engines import search_algorithm
 from sentiment.errors import TrackingError
-from sentiment.final_model import FinalModel, build_final_model, final_model_identity, select_candidates
+from sentiment.final_model import FinalModel, build_final_model, final_model_identity, head_tags, select_candidates
 from sentiment.lineage import digest_tag, digest_tags, log_data_lineage
 from sentiment.metrics import accuracy_by_length, accuracy_interval, classification_metrics, word_counts
 from sentiment.registry import behaviour, versions
@@ -221,21 +221,11 @@ def version_tags(cfg: DictConfig, identity: dict[str, str], evaluation: Evaluati
             "engine": cfg.sweep.engine, "final_model": final.kind,
             "trial_number": best.trial_id, "trial_run_id": best.run_id,
             "test_samples": len(final.test_probability),
-            **calibration_tags(final),
+            **head_tags(final),
             **{f"val_{k}": v for k, v in evaluation.val_metrics.items()},
             **{f"test_{k}": v for k, v in evaluation.test_metrics.items()},
             **{f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()},
             **evaluation.interval_tags(), **evaluation.comparison_tags()}
-
-
-def calibration_tags(final: FinalModel) -> dict[str, float]:
-    """The fitted head of the final model (its Platt scaling or its stack), as version tags."""
-    if final.stack is not None:
-        return {"stack_lstm_weight": final.stack.lstm_weight, "stack_ngram_weight": final.stack.ngram_weight,
-                "stack_intercept": final.stack.intercept}
-    if final.calibration is None:
-        return {}
-    return {"calibration_slope": final.calibration.slope, "calibration_intercept": final.calibration.intercept}
 
 
 def evaluate_final(cfg: DictConfig, final: FinalModel, experiment_id: str, data: TokenizedData) -> Evaluation:

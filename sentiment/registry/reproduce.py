@@ -33,6 +33,7 @@ from sentiment import baseline, tracking
 from sentiment.config import apply_sample
 from sentiment.data import ReviewSplits
 from sentiment.errors import TrackingError
+from sentiment.final_model import recorded_head
 from sentiment.lineage import digest_tags, disagreeing_splits
 from sentiment.metrics import PairedComparison, classification_metrics, paired_accuracy
 from sentiment.model_code import Calibration, Stack
@@ -177,12 +178,11 @@ def _retrain(run, member_cfg: DictConfig, data: TokenizedData, was_refit: bool) 
 
 
 def apply_head(tags: dict[str, str], probability: np.ndarray, texts: list[str], experiment_id: str) -> tuple[str, np.ndarray]:
-    """The version's recorded head (sweep.calibration_tags) on the members' mean: its description and output."""
-    if "stack_lstm_weight" in tags:
-        layer = Stack(float(tags["stack_lstm_weight"]), float(tags["stack_ngram_weight"]), float(tags["stack_intercept"]))
+    """The version's recorded head (final_model.recorded_head) on the members' mean: its description and output."""
+    head = recorded_head(tags)
+    if isinstance(head, Stack):
         ngram = baseline.ngram_model(experiment_id, tags["study"])
-        return "stack with the study's NBSVM (recorded weights)", layer.scale(probability, ngram_logit(ngram, texts))
-    if "calibration_slope" in tags:
-        layer = Calibration(float(tags["calibration_slope"]), float(tags["calibration_intercept"]))
-        return "Platt scaling (recorded slope and intercept)", layer.scale(probability)
+        return "stack with the study's NBSVM (recorded weights)", head.scale(probability, ngram_logit(ngram, texts))
+    if isinstance(head, Calibration):
+        return "Platt scaling (recorded slope and intercept)", head.scale(probability)
     return "none (the members' mean)", probability
