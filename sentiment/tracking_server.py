@@ -135,6 +135,7 @@ def add_user(tracking_cfg: DictConfig, name: str, password: str, role: str) -> l
     from mlflow.server.auth.client import AuthServiceClient
 
     from sentiment import tracking  # here, not at the top: `make server` starts without TensorFlow
+    from sentiment.registry.versions import create_lock_model, lock_name
 
     if role not in ROLES:
         raise ConfigError(f"role {role!r} is invalid: expected one of {', '.join(ROLES)}")
@@ -142,8 +143,10 @@ def add_user(tracking_cfg: DictConfig, name: str, password: str, role: str) -> l
         raise ConfigError(f"tracking.uri={tracking_cfg.uri} is a local store: users exist on a tracking server only")
     experiment_id = tracking.connect(tracking_cfg, write=True)
     client, model = AuthServiceClient(tracking_cfg.uri), tracking_cfg.model_name
+    # The promotion lock is the admin's, so no reader can own it, and trainers take tickets on it.
     resources = (("experiment", experiment_id, f"experiment {tracking_cfg.experiment}"),
-                 ("registered_model", model, f"registered model {model}"))
+                 ("registered_model", model, f"registered model {model}"),
+                 ("registered_model", lock_name(model), f"its promotion lock {lock_name(model)}"))
     try:
         if _user_exists(client, name):
             client.update_user_password(name, password)
@@ -152,6 +155,7 @@ def add_user(tracking_cfg: DictConfig, name: str, password: str, role: str) -> l
         registry = mlflow.MlflowClient()
         if not registry.search_registered_models(filter_string=f"name = '{model}'"):
             registry.create_registered_model(model)
+        create_lock_model(registry, model)
         permission = ROLES[role]
         for kind, resource, _ in resources:
             if permission is None:

@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -240,7 +241,34 @@ def test_a_reader_browses_and_predicts_but_cannot_promote(server, users, champio
     _login(monkeypatch, server, "trainer1")
     after = MlflowClient().get_registered_model(model)
     assert after.aliases == before.aliases
-    assert not MlflowClient().search_registered_models(filter_string=f"name = '{model}{versions.LOCK_SUFFIX}'")
+    assert not MlflowClient().search_model_versions(f"name = '{versions.lock_name(model)}' and tags.state = 'active'")
+
+
+@pytest.mark.integration
+@pytest.mark.sweeps
+def test_a_trainer_passes_a_dead_trainers_lock_and_a_reader_cannot_hold_one(server, users, champion, monkeypatch,
+                                                                             outputs):
+    from mlflow.exceptions import MlflowException
+
+    model = load_config(users).tracking.model_name
+    lock = versions.lock_name(model)
+    mlflow.set_tracking_uri(server.url)
+    _login(monkeypatch, server, "reader1")  # a reader may neither create the lock nor take a ticket
+    with pytest.raises(MlflowException, match="RESOURCE_ALREADY_EXISTS"):
+        MlflowClient().create_registered_model(lock)  # the admin's, made with the users
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+        MlflowClient().create_model_version(lock, source=f"models:/{model}/1")
+
+    assert _add_user(server, users, outputs, "trainer2", "trainer")[0] == 0
+    _login(monkeypatch, server, "trainer1")
+    dead = versions.alias_lock(model, "1")
+    dead.__enter__()  # trainer1 takes the lock and dies holding it: never released
+    _login(monkeypatch, server, "trainer2")
+    monkeypatch.setattr(versions, "LOCK_STALE_S", 2)
+    time.sleep(2.5)
+    with versions.alias_lock(model, "1", wait_s=10):  # passed by ticket, not by deleting trainer1's lock
+        tickets = MlflowClient().search_model_versions(f"name = '{lock}' and tags.state = 'active'")
+        assert len(tickets) == 2
 
 
 @pytest.mark.integration

@@ -112,7 +112,7 @@ def promote(cfg: DictConfig, version: str | None = None, force: bool = False) ->
     comparison = (paired_accuracy(reviews.labels, scored["candidate"].probability, scored["champion"].probability)
                   if champ_v else None)
     decision, reason = _decide(scored, comparison, settings, force)
-    with versions.alias_lock(name):
+    with versions.alias_lock(name, cand_v):
         current_v = _champion_now(name, champ_v, force)
         if current_v != champ_v:  # FORCE does not rest on the comparison: whoever is champion now steps down
             decision = "forced" if current_v != cand_v else "already champion"
@@ -207,7 +207,10 @@ def rollback(cfg: DictConfig) -> tuple[str, str] | None:
     tracking.connect(cfg.tracking)
     name = cfg.tracking.model_name
     versions.check_can_move_aliases(name, cfg.tracking.uri)
-    with versions.alias_lock(name):
+    previous = versions.alias_version(name, versions.PREVIOUS)
+    if previous is None:
+        return None
+    with versions.alias_lock(name, str(previous.version)):
         champion = versions.alias_version(name, versions.CHAMPION)
         previous = versions.alias_version(name, versions.PREVIOUS)
         if previous is None or champion is None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,50 +111,80 @@ def check_can_move_aliases(model_name: str, tracking_uri: str) -> None:
 
 
 LOCK_SUFFIX = ".promotion-lock"
-LOCK_STALE_S = 600  # a holder that died mid-promotion; promotions take seconds
+LOCK_STALE_S = 600  # a ticket its holder stopped touching: promotions hold the lock for seconds
+ACTIVE, RELEASED = "active", "released"  # a ticket's tag `state`
+
+
+def lock_name(model_name: str) -> str:
+    return model_name + LOCK_SUFFIX
 
 
 @contextmanager
-def alias_lock(model_name: str, wait_s: float = 120.0) -> Iterator[None]:
+def alias_lock(model_name: str, version: str, wait_s: float = 120.0) -> Iterator[None]:
     """Serialize alias moves in the registry itself, so promotions from any machine (sharing no
     files) never leave a half-moved pair.
 
-    MLflow has no compare-and-set for aliases, but registered-model names are unique in its
-    store: creating `<model>.promotion-lock` succeeds for one caller at a time. A lock older than
-    LOCK_STALE_S is taken to be left by a dead holder and removed.
+    MLflow has no compare-and-set for aliases, but it numbers a registered model's versions in one
+    transaction. Each move takes a ticket, a new version of `<model>.promotion-lock` (its source the
+    version it would make champion), and holds the lock once no lower ticket is live. A ticket is
+    live until its holder tags it released, or until it has gone untouched for LOCK_STALE_S by the
+    server's own clock (waiters touch theirs on every poll, so only a dead process's ticket goes
+    stale): no client clock is compared with the server's, nothing is deleted (a trainer may not
+    delete versions), and each move releases only its own ticket. A holder paused for longer than
+    LOCK_STALE_S loses the lock to the next ticket, as with any lease.
     """
-    client, name = MlflowClient(), model_name + LOCK_SUFFIX
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            client.create_registered_model(name, tags={"purpose": f"promotion lock of {model_name}"},
-                                           description=f"Held while @champion of {model_name} moves; removed after.")
-            break
-        except MlflowException as err:
-            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code) and "already exists" not in str(err):
-                raise
-        _remove_if_stale(client, name)
-        if time.monotonic() > deadline:
-            raise TrackingError(f"another promotion of {model_name} holds {name} for over {wait_s:.0f} s; "
-                                "try again, or delete that registered model if no promotion is running")
-        time.sleep(0.2 + random.random() * 0.3)
+    client, lock = MlflowClient(), lock_name(model_name)
     try:
+        create_lock_model(client, model_name)
+        ticket = client.create_model_version(
+            lock, source=f"models:/{model_name}/{version}", tags={"state": ACTIVE, "holder": _holder()},
+            description=f"a move of @{CHAMPION} to v{version}")
+    except MlflowException as err:
+        raise refusal(err, mlflow.get_tracking_uri(), f"take a ticket of the promotion lock {lock}") or err from None
+    try:
+        _wait_for_turn(client, lock, int(ticket.version), wait_s)
         yield
     finally:
-        client.delete_registered_model(name)
+        client.set_model_version_tag(lock, ticket.version, "state", RELEASED)
 
 
-def _remove_if_stale(client: MlflowClient, name: str) -> None:
+def create_lock_model(client: MlflowClient, model_name: str) -> None:
+    """The registered model whose versions are the promotion tickets of model_name (kept if it exists)."""
     try:
-        lock = client.get_registered_model(name)
-    except MlflowException:
-        return  # released meanwhile
-    if time.time() - lock.creation_timestamp / 1000 > LOCK_STALE_S:
-        log.warning("removing the stale promotion lock %s", name)
-        try:
-            client.delete_registered_model(name)
-        except MlflowException:
-            pass  # someone else removed it
+        client.create_registered_model(lock_name(model_name), tags={"purpose": f"promotion lock of {model_name}"},
+                                       description=f"One version per move of @{CHAMPION} of {model_name}: "
+                                                   "the lowest live one holds the lock.")
+    except MlflowException as err:
+        if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+            raise
+
+
+def _wait_for_turn(client: MlflowClient, lock: str, ticket: int, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        # Touching our own ticket keeps it live and reads the server's clock off its timestamp.
+        now = client.update_model_version(lock, str(ticket), description=f"waiting since ticket {ticket}")
+        ahead = live_tickets(client, lock, now.last_updated_timestamp, below=ticket)
+        if not ahead:
+            return
+        if time.monotonic() > deadline:
+            holder = ahead[0].tags.get("holder", "?")
+            raise TrackingError(f"another promotion ({holder}, ticket {ahead[0].version} of {lock}) has held the "
+                                f"lock for over {wait_s:.0f} s; try again (a dead holder's ticket expires "
+                                f"{LOCK_STALE_S // 60} minutes after it was last touched)")
+        time.sleep(0.2 + random.random() * 0.3)
+
+
+def live_tickets(client: MlflowClient, lock: str, server_now_ms: int, below: int | None = None) -> list[ModelVersion]:
+    """The lock's unreleased tickets (lowest first) touched within LOCK_STALE_S of server_now_ms."""
+    tickets = client.search_model_versions(f"name = '{lock}' and tags.state = '{ACTIVE}'")
+    live = [t for t in tickets if server_now_ms - t.last_updated_timestamp <= LOCK_STALE_S * 1000
+            and (below is None or int(t.version) < below)]
+    return sorted(live, key=lambda t: int(t.version))
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 def move_champion(model_name: str, new_champion: str, old_champion: str | None) -> None:

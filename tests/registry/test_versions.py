@@ -3,7 +3,12 @@ concurrent promotions, and predict on @champion, against a real SQLite registry 
 models (promote's and rollback's decisions: test_promote.py; predict's input handling without a
 registry: test_predict.py)."""
 
+import signal
+import subprocess
+import sys
 import threading
+import time
+import types
 
 import mlflow
 import pytest
@@ -23,6 +28,63 @@ NAME = "imdb-sentiment"
 def _aliases():
     return {a: str(versions.alias_version(NAME, a).version) if versions.alias_version(NAME, a) else None
             for a in (versions.CHAMPION, versions.PREVIOUS)}
+
+
+def _active_tickets(name=NAME):
+    found = MlflowClient().search_model_versions(f"name = '{versions.lock_name(name)}' and tags.state = 'active'")
+    return sorted(int(t.version) for t in found)
+
+
+def test_a_client_clock_far_ahead_does_not_take_over_a_live_lock(registry_store, monkeypatch):
+    load_config(registry_store)  # the store's tracking URI, as every command sets it
+    with versions.alias_lock(NAME, "1"):  # a live holder
+        held = _active_tickets()
+        # This client's clock 30 minutes fast; the store keeps the true time (its own clock).
+        fast = types.SimpleNamespace(time=lambda: time.time() + 3 * versions.LOCK_STALE_S,
+                                     monotonic=time.monotonic, sleep=time.sleep)
+        monkeypatch.setattr(versions, "time", fast)
+        with pytest.raises(TrackingError, match="another promotion .* has held the lock"):
+            with versions.alias_lock(NAME, "2", wait_s=1.5):
+                pytest.fail("a live lock was taken over by a client whose clock is ahead")
+        monkeypatch.undo()
+        assert _active_tickets() == held  # the waiter released its own ticket, not the holder's
+    assert _active_tickets() == []
+
+
+HOLDER = """
+import sys
+from sentiment.config import load_config
+from sentiment.registry import versions
+load_config(sys.argv[1:])
+with versions.alias_lock("imdb-sentiment", "1"):
+    print("held", flush=True)
+    sys.stdin.readline()
+print("released", flush=True)
+"""
+
+
+def test_a_stopped_holder_is_passed_after_the_stale_time_and_releases_only_its_own_ticket(registry_store, monkeypatch):
+    load_config(registry_store)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, *registry_store], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGSTOP)  # alive, holding, touching nothing
+        monkeypatch.setattr(versions, "LOCK_STALE_S", 2)
+        with pytest.raises(TrackingError, match="another promotion"):  # not stale yet: waited for
+            with versions.alias_lock(NAME, "2", wait_s=0.5):
+                pass
+        time.sleep(2.5)
+        with versions.alias_lock(NAME, "2", wait_s=10):
+            mine = _active_tickets()[-1]
+            holder.send_signal(signal.SIGCONT)
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "released" and holder.wait(timeout=60) == 0
+            assert _active_tickets() == [mine]  # the woken holder released its own ticket only
+    finally:
+        holder.kill()
+    assert _active_tickets() == []
 
 
 def test_concurrent_promotions_leave_consistent_aliases(registry_store):
@@ -69,7 +131,7 @@ def test_promotions_from_two_processes_sharing_no_files_are_serialized_by_the_se
         mlflow.set_tracking_uri(server.url)
         aliases = _aliases()
         assert {aliases["champion"], aliases["previous"]} == {"1", "2"}, outputs
-        assert not MlflowClient().search_registered_models(filter_string=f"name = '{NAME}{versions.LOCK_SUFFIX}'")
+        assert _active_tickets() == []
     finally:
         server.stop()
 
