@@ -15,7 +15,7 @@ import sys
 from sentiment.errors import UserError
 from sentiment.quiet import import_tensorflow_quietly
 from sentiment.stores import create_database_if_missing, is_journal, is_postgresql, is_server, journal_file
-from sentiment.tracking_server import ROLES, add_user, server_launch
+from sentiment.tracking_server import ROLES, add_user, run_server, server_launch
 
 log = logging.getLogger("sentiment")
 
@@ -284,8 +284,9 @@ def cmd_server(args) -> int:
                            auth=args.auth, workers=args.workers, names=tuple(args.names))
     auth = "on" if "--app-name" in launch.argv else "off (loopback only)"
     print(f"tracking server on http://{args.host}:{args.port}, authentication {auth}", flush=True)
-    os.environ.update(launch.env)
-    return _exec(*launch.argv)
+    launch.argv[0] = _tool(launch.argv[0])
+    launch.env["PATH"] = os.environ["PATH"]  # the server finds its workers' tools here too
+    return run_server(launch)
 
 
 def cmd_user(args, cfg) -> int:
@@ -303,13 +304,17 @@ def cmd_user(args, cfg) -> int:
 
 
 def _exec(tool: str, *arguments: str) -> int:
-    """Replace this process with a tool from the same environment (its bin/ first on PATH)."""
-    bin_dir = os.path.dirname(sys.executable)
-    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    """Replace this process with a tool from the same environment."""
+    os.execv(_tool(tool), [tool, *arguments])
+
+
+def _tool(tool: str) -> str:
+    """The tool's path, found with this environment's bin/ first on PATH (kept for what it starts)."""
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     path = shutil.which(tool)
     if path is None:
         raise UserError(f"{tool} is not installed in this environment: run `make install`")
-    os.execv(path, [tool, *arguments])
+    return path
 
 
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,

@@ -3,6 +3,7 @@ Optuna journal file. Every check of a URL's kind is here, and no credential may 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,6 +18,27 @@ JOURNAL_PREFIX = "journal:"  # sweep.storage=journal:FILE: an Optuna journal fil
 def is_server(uri: str) -> bool:
     """An MLflow tracking server (http:// or https://), not a local store."""
     return str(uri).startswith("http")
+
+
+def is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_password_over_plain_http(uri: str, user: str | None, has_secret: bool, allowed: bool) -> None:
+    """Basic auth sends the password with every request: over plain http to another machine,
+    anyone on the path reads it. Refused unless the user opts in (tracking.allow_plain_http)."""
+    host = urlparse(str(uri)).hostname
+    if not str(uri).startswith("http://") or not has_secret or allowed or is_loopback(host):
+        return
+    whose = f" of user {user!r}" if user else ""
+    raise ConfigError(f"tracking.uri={uri} would send the password{whose} unencrypted to {host}: "
+                      "put TLS in front of the server and use https:// (README: three machines), "
+                      "or set tracking.allow_plain_http=true on a network you trust")
 
 
 def is_postgresql(url: str) -> bool:

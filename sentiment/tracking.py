@@ -4,6 +4,7 @@ logged models, and one-line answers when a tracking server refuses a credential 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sentiment import model_code
 from sentiment.config import MODEL_GROUPS, OPERATIONAL_KEYS, flatten
 from sentiment.errors import TrackingError
 from sentiment.model_code import KERAS_ARTIFACT, TEXT_COLUMN
-from sentiment.stores import is_server, sqlite_file
+from sentiment.stores import is_server, refuse_password_over_plain_http, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def connect(tracking_cfg: DictConfig, write: bool = False) -> str:
     its runs table rather than on GenAI traces. The mark is written again on every write
     connect: a change to nothing that a server refuses at once if the user may only read.
     """
+    _refuse_password_over_plain_http(tracking_cfg)
     mlflow.set_tracking_uri(tracking_cfg.uri)
     client = mlflow.MlflowClient()
     try:
@@ -77,6 +79,15 @@ def artifact_location(tracking_cfg: DictConfig) -> str | None:
 def short_error(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def _refuse_password_over_plain_http(tracking_cfg: DictConfig) -> None:
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    credentials = read_mlflow_creds()
+    has_secret = bool(credentials.password or os.environ.get("MLFLOW_TRACKING_TOKEN"))
+    refuse_password_over_plain_http(tracking_cfg.uri, credentials.username, has_secret,
+                                    bool(tracking_cfg.allow_plain_http))
 
 
 def username() -> str | None:

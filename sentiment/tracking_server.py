@@ -10,10 +10,12 @@ and roll back.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
+import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,14 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig
 
 from sentiment.errors import ConfigError, TrackingError
-from sentiment.stores import create_database_if_missing, is_postgresql, is_server, reject_password_in_url, sqlite_file
+from sentiment.stores import (
+    create_database_if_missing,
+    is_loopback,
+    is_postgresql,
+    is_server,
+    reject_password_in_url,
+    sqlite_file,
+)
 
 # What each role may do beyond reading, as MLflow permissions on the experiment and registered
 # model: EDIT logs runs, registers versions and moves aliases (it cannot delete or grant).
@@ -33,19 +42,11 @@ DEFAULT_PERMISSION = "READ"  # any authenticated user: browse runs, load models,
 # --- the server ------------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass
 class ServerLaunch:
     argv: list[str]
     env: dict[str, str]
+    private_dir: Path | None = None  # the auth settings; removed when the server exits (run_server)
 
 
 def server_launch(host: str, port: int, backend_store_uri: str, artifacts: str, auth: bool,
@@ -58,16 +59,55 @@ def server_launch(host: str, port: int, backend_store_uri: str, artifacts: str, 
     env = dict(os.environ)
     if not (auth or not is_loopback(host)):
         return ServerLaunch(argv, env)  # 127.0.0.1: only this machine can connect, as before
-    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password()
+    password = admin_password()
+    # A password from MLFLOW_AUTH_ADMIN_PASSWORD_FILE goes into the private settings file, never
+    # into the server's environment (which every process it starts inherits).
+    from_file = not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+    env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)  # set but empty would win over the file (MLflow's rule)
+    if not from_file:
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
     # CSRF tokens of the UI are signed with it; MLflow refuses to start the auth app without one.
     env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
-    env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(users_database(backend_store_uri)))
+    private_dir = Path(tempfile.mkdtemp(prefix="sentiment-auth-"))  # mode 0700
+    config = write_auth_config(private_dir, users_database(backend_store_uri), password if from_file else None)
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
     argv += ["--app-name", "basic-auth"]
     if not is_loopback(host):
         names = sorted({*served_names(host), *names})
         argv += ["--allowed-hosts", ",".join(n for name in names for n in (name, f"{name}:{port}")),
                  "--cors-allowed-origins", ",".join(f"http://{name}:{port}" for name in names)]
-    return ServerLaunch(argv, env)
+    return ServerLaunch(argv, env, private_dir)
+
+
+def run_server(launch: ServerLaunch) -> int:
+    """Run the server until it exits (SIGTERM and SIGINT are passed on to it), then remove its
+    private settings: nothing with a password outlives it."""
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []
+
+    def forward(signum, _frame):
+        for process in started:
+            process.send_signal(signum)
+        if not started:
+            pending.append(signum)
+
+    # Handlers first: a signal that comes while the server starts is passed on once it runs.
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        process = subprocess.Popen(launch.argv, env=launch.env)
+        started.append(process)
+        for signum in pending:
+            process.send_signal(signum)
+        return process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if launch.private_dir is not None:
+            shutil.rmtree(launch.private_dir, ignore_errors=True)
 
 
 def admin_password() -> str:
@@ -101,15 +141,19 @@ def users_database(backend_store_uri: str) -> str:
     raise ConfigError(f"--backend-store-uri {backend_store_uri} is not PostgreSQL or SQLite")
 
 
-def write_auth_config(database_uri: str) -> Path:
-    """The auth app's settings, in a private temporary file; no password goes in it."""
-    text = "\n".join(["[mlflow]", f"default_permission = {DEFAULT_PERMISSION}", f"database_uri = {database_uri}",
-                      f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}",
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", ""])
-    handle, path = tempfile.mkstemp(prefix="sentiment-auth-", suffix=".ini")  # mode 0600
+def write_auth_config(directory: Path, database_uri: str, admin_password: str | None = None) -> Path:
+    """The auth app's settings in directory (private: 0600), with the admin password only when
+    it came from a file (configparser reads `%` as interpolation, hence `%%`)."""
+    lines = ["[mlflow]", f"default_permission = {DEFAULT_PERMISSION}", f"database_uri = {database_uri}",
+             f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}",
+             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth"]
+    if admin_password is not None:
+        lines.append(f"admin_password = {admin_password.replace('%', '%%')}")
+    path = directory / "auth.ini"
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(handle, "w") as file:
-        file.write(text)
-    return Path(path)
+        file.write("\n".join(lines) + "\n")
+    return path
 
 
 def served_names(host: str) -> list[str]:

@@ -5,6 +5,7 @@ import contextlib
 import io
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -16,13 +17,13 @@ import psycopg
 import pytest
 from mlflow import MlflowClient
 
-from sentiment import cli
+from sentiment import cli, tracking
 from sentiment.bench.local_servers import ServerNotReady, free_port, stop_process_group, wait_until_answers
 from sentiment.config import load_config
 from sentiment.errors import ConfigError, TrackingError
 from sentiment.registry import versions
 from sentiment.sweep import run_sweep
-from sentiment.tracking_server import server_launch
+from sentiment.tracking_server import run_server, server_launch
 from tests.conftest import tiny_overrides
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
@@ -48,10 +49,45 @@ def test_beyond_loopback_auth_and_the_host_checks_are_on(monkeypatch, tmp_path):
     argv = " ".join(launch.argv)
     assert "--app-name basic-auth" in argv
     assert "--allowed-hosts 10.1.2.3,10.1.2.3:5005" in argv and "--cors-allowed-origins http://10.1.2.3:5005" in argv
-    assert launch.env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "file-held-secret"
-    config = Path(launch.env["MLFLOW_AUTH_CONFIG_PATH"]).read_text()
-    assert "file-held-secret" not in config and f"{tmp_path / 'store_users.db'}" in config
-    assert oct(Path(launch.env["MLFLOW_AUTH_CONFIG_PATH"]).stat().st_mode & 0o777) == "0o600"
+    # A password from a file reaches the server through its private settings, not its environment.
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in launch.env
+    config_path = Path(launch.env["MLFLOW_AUTH_CONFIG_PATH"])
+    config = config_path.read_text()
+    assert "admin_password = file-held-secret" in config and f"{tmp_path / 'store_users.db'}" in config
+    assert oct(config_path.stat().st_mode & 0o777) == "0o600" and config_path.parent == launch.private_dir
+    assert oct(launch.private_dir.stat().st_mode & 0o777) == "0o700"
+    launch.argv = [sys.executable, "-c", "import os, sys; sys.exit(7 if 'file-held-secret' in str(os.environ) else 3)"]
+    assert run_server(launch) == 3  # what the server ran with held no password
+    assert not launch.private_dir.exists()  # removed once the server exited
+
+
+def test_a_password_from_the_environment_stays_there_and_the_settings_hold_none(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "env-held-secret")
+    launch = server_launch("10.1.2.3", 5005, f"sqlite:///{tmp_path / 'store.db'}", "art", auth=False, workers=1)
+    assert launch.env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "env-held-secret"
+    assert "env-held-secret" not in Path(launch.env["MLFLOW_AUTH_CONFIG_PATH"]).read_text()
+    launch.argv = [sys.executable, "-c", "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); time.sleep(60)"]
+    assert run_server(launch) == -signal.SIGTERM  # the SIGTERM the launcher got was passed on
+    assert not launch.private_dir.exists()
+
+
+@pytest.mark.parametrize("uri, allowed, refused", [
+    ("http://mlflow.example:5005", False, True),
+    ("http://mlflow.example:5005", True, False),   # tracking.allow_plain_http=true: the user's choice
+    ("https://mlflow.example:5005", False, False),
+    ("http://127.0.0.1:5005", False, False),       # loopback never leaves the machine
+])
+def test_a_password_is_not_sent_over_plain_http_to_another_machine(monkeypatch, uri, allowed, refused):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter22")
+    monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: pytest.fail("connected before the check"))
+    cfg = load_config([f"tracking.uri={uri}", f"tracking.allow_plain_http={str(allowed).lower()}"]).tracking
+    if refused:
+        with pytest.raises(ConfigError, match="password of user 'alice' unencrypted to mlflow.example.*https://"):
+            tracking.connect(cfg)
+    else:
+        with pytest.raises(pytest.fail.Exception, match="connected before the check"):
+            tracking.connect(cfg)
 
 
 def test_on_loopback_the_zero_setup_server_stays():
