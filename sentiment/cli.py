@@ -256,12 +256,14 @@ def cmd_serve(args, cfg) -> int:
     import mlflow
     from mlflow.pyfunc import scoring_server
 
+    from sentiment import tracking
     from sentiment.registry import server, versions
     from sentiment.registry.predict import champion_uri
 
     model = champion_uri(cfg)
     version = versions.alias_version(cfg.tracking.model_name, versions.CHAMPION).version
-    local = mlflow.artifacts.download_artifacts(f"models:/{cfg.tracking.model_name}/{version}")
+    with tracking.artifacts_of(f"{model} (version {version})", tracking.REGISTERED_GONE_FIX):
+        local = mlflow.artifacts.download_artifacts(f"models:/{cfg.tracking.model_name}/{version}")
     reload = cfg.serve.reload_seconds
     os.environ.update({scoring_server._SERVER_MODEL_PATH: local, server.MODEL_ENV: cfg.tracking.model_name,
                        server.VERSION_ENV: str(version), server.RELOAD_ENV: "" if reload is None else str(reload),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +215,28 @@ def log_keras_model(model: keras.Model) -> None:
 
 
 def load_keras_model(run_id: str) -> keras.Model:
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{KERAS_ARTIFACT}/model.keras")
-    return keras.models.load_model(local)
+    with artifacts_of(f"run {run_id}'s {KERAS_ARTIFACT}", "restore the run's artifacts and re-run the same "
+                      "command, or start afresh with a new sweep.study_name"):
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{KERAS_ARTIFACT}/model.keras")
+        return keras.models.load_model(local)
+
+
+REGISTERED_GONE_FIX = ("`make rollback` to @previous, `make promote VERSION=<n>` another version, or `make sweep` "
+                       "to register a new one")
+
+
+@contextmanager
+def artifacts_of(what: str, fix: str) -> Iterator[None]:
+    """Artifacts that are gone or unreadable (a deleted artifact folder, a truncated file) are
+    a one-line error saying what to do; a refused login or a server away keep their own."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (OSError, ValueError, MlflowException) as err:
+        if refusal(err, mlflow.get_tracking_uri(), f"read {what}") is not None or is_outage(err):
+            raise
+        raise TrackingError(f"the artifacts of {what} are gone or unreadable ({short_error(err)}): {fix}") from err
 
 
 def end_run(status: str, tags: dict[str, str] | None = None) -> None:

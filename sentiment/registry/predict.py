@@ -49,7 +49,9 @@ def champion_uri(cfg: DictConfig) -> str:
 
 
 def load_champion(cfg: DictConfig):
-    return mlflow.pyfunc.load_model(champion_uri(cfg))
+    uri = champion_uri(cfg)
+    with tracking.artifacts_of(uri, tracking.REGISTERED_GONE_FIX):
+        return mlflow.pyfunc.load_model(uri)
 
 
 def predict(cfg: DictConfig, reviews: list[str]) -> pd.DataFrame:

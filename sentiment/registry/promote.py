@@ -57,7 +57,8 @@ class Scored:
 
 def version_scorer(model_name: str, version: str) -> Callable[[list[str]], np.ndarray]:
     """The registered version as it is served: reviews -> probability of positive."""
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    with tracking.artifacts_of(f"{model_name} version {version}", tracking.REGISTERED_GONE_FIX):
+        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
 
     def probability(texts: list[str]) -> np.ndarray:
         return model.predict(pd.DataFrame({TEXT_COLUMN: texts}))["probability"].to_numpy()

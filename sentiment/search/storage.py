@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 
 import optuna
+import sqlalchemy
 from omegaconf import DictConfig
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -47,6 +48,14 @@ def make_storage(sweep: DictConfig, on_stale_trial: Callable | None = None) -> o
         create_database_if_missing(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-        return RDBStorage(url, heartbeat_interval=sweep.heartbeat_interval, grace_period=sweep.grace_period,
-                          heartbeat_stale_trial_callback=stale_trial_callback(sweep, on_stale_trial),
-                          engine_kwargs={"pool_pre_ping": True} if is_postgresql(url) else None)
+        try:
+            return RDBStorage(url, heartbeat_interval=sweep.heartbeat_interval, grace_period=sweep.grace_period,
+                              heartbeat_stale_trial_callback=stale_trial_callback(sweep, on_stale_trial),
+                              engine_kwargs={"pool_pre_ping": True} if is_postgresql(url) else None)
+        except sqlalchemy.exc.DatabaseError as err:
+            if not is_sqlite(url):
+                raise
+            # A damaged file (a disk that filled, a copy cut short): its studies cannot be resumed.
+            raise ConfigError(f"sweep.storage={url} is not a readable study database ({type(err.orig).__name__}: "
+                              f"{err.orig}): move the file aside and re-run to start the study again (the MLflow "
+                              "runs are kept), or point sweep.storage at another file") from None

@@ -3,12 +3,14 @@ concurrent promotions, and predict on @champion, against a real SQLite registry 
 models (promote's and rollback's decisions: test_promote.py; predict's input handling without a
 registry: test_predict.py)."""
 
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -147,6 +149,35 @@ def test_predict_prints_label_and_probability(registry_store, tmp_path, capsys):
     for line in lines:
         label, probability, _ = line.split(maxsplit=2)
         assert label in {"positive", "negative"} and 0 <= float(probability) <= 1
+
+
+@contextlib.contextmanager
+def _artifacts_gone(local_uri: str):
+    """The folder of a local artifact URI moved away for the test, and back after."""
+    folder = Path(local_uri.removeprefix("file://"))
+    aside = folder.with_name(folder.name + ".gone")
+    folder.rename(aside)
+    try:
+        yield
+    finally:
+        aside.rename(folder)
+
+
+def test_a_champion_whose_artifacts_are_gone_is_one_line_saying_what_to_do(registry_store, capsys):
+    from sentiment import tracking
+
+    promote(load_config(registry_store), version="2", force=True)
+    champion = versions.alias_version(NAME, versions.CHAMPION)
+    with _artifacts_gone(MlflowClient().get_model_version_download_uri(NAME, champion.version)):
+        assert main(["predict", "--text", "a fine film", *registry_store]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "are gone or unreadable" in err and "make rollback" in err
+        assert main(["promote", "--version", "1", *registry_store]) == 2  # the champion cannot be scored
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"version {champion.version}" in err and "make rollback" in err
+    with _artifacts_gone(MlflowClient().get_run(champion.run_id).info.artifact_uri):
+        with pytest.raises(TrackingError, match=f"run {champion.run_id}'s keras_model are gone.*sweep.study_name"):
+            tracking.load_keras_model(champion.run_id)
 
 
 @pytest.mark.integration

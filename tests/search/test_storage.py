@@ -128,3 +128,14 @@ def test_a_trial_whose_heartbeat_stops_is_failed_handed_to_the_hook_and_retried(
     assert stale == [(0, TrialState.FAIL)]
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.WAITING] and study.trials[1].params == study.trials[0].params
+
+
+def test_a_damaged_study_database_is_one_line_saying_what_to_do(imdb_dir, tmp_path):
+    damaged = tmp_path / "optuna.db"
+    damaged.write_bytes(b"this was a study database until the disk filled\x00" * 64)
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.storage=sqlite:///{damaged}"])
+    with pytest.raises(ConfigError) as refused:
+        make_storage(cfg.sweep)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and "not a readable study database" in message
+    assert "move the file aside" in message and "MLflow runs are kept" in message
