@@ -175,11 +175,12 @@ def _wait_for_turn(client: MlflowClient, lock: str, ticket: int, wait_s: float) 
         time.sleep(0.2 + random.random() * 0.3)
 
 
-def live_tickets(client: MlflowClient, lock: str, server_now_ms: int, below: int | None = None) -> list[ModelVersion]:
-    """The lock's unreleased tickets (lowest first) touched within LOCK_STALE_S of server_now_ms."""
+def live_tickets(client: MlflowClient, lock: str, server_now_ms: int, below: int) -> list[ModelVersion]:
+    """The lock's unreleased tickets below ticket `below` (lowest first), touched within
+    LOCK_STALE_S of server_now_ms."""
     tickets = client.search_model_versions(f"name = '{lock}' and tags.state = '{ACTIVE}'")
-    live = [t for t in tickets if server_now_ms - t.last_updated_timestamp <= LOCK_STALE_S * 1000
-            and (below is None or int(t.version) < below)]
+    live = [t for t in tickets
+            if int(t.version) < below and server_now_ms - t.last_updated_timestamp <= LOCK_STALE_S * 1000]
     return sorted(live, key=lambda t: int(t.version))
 
 
