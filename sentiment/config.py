@@ -202,6 +202,7 @@ def _validate_train(cfg: DictConfig) -> None:
     lr = cfg.train.learning_rate
     _check(_is_number(lr) and lr > 0, "train.learning_rate", lr, "a number > 0")
     _one_of(cfg, "train.lr_schedule", LR_SCHEDULES)
+    _non_negative(cfg, "train.adversarial_epsilon")
     patience = cfg.train.early_stopping_patience
     _check(_is_int(patience) and patience >= 0, "train.early_stopping_patience", patience, "an integer >= 0")
     seed = cfg.train.seed

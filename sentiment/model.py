@@ -8,7 +8,10 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
+from sentiment.adversarial import CLASSIFIER, AdversarialTraining
 from sentiment.model_code import TEXT_COLUMN, Calibration, MaskedPooling, Stack
+
+MODEL_NAME = "lstm_sentiment"
 
 
 def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None = None,
@@ -16,9 +19,11 @@ def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None 
     """Embedding -> (Bi)LSTM -> last state or masked pooling -> [Dense relu] -> Dropout -> Dense(sigmoid).
 
     `embeddings` (vocab_size x embedding_dim) initialise the Embedding when model.embedding_init
-    is word2vec; `steps_per_epoch` sizes the learning-rate schedule.
+    is word2vec; `steps_per_epoch` sizes the learning-rate schedule. With
+    train.adversarial_epsilon > 0 it trains adversarially (sentiment.adversarial); train.py hands
+    on the plain model of its layers.
     """
-    model_cfg, reg = cfg.model, cfg.regularizer
+    model_cfg = cfg.model
     # Any length: length-bucketed batches are shorter than sequence_length (data.to_dataset).
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     # mask_zero: padding (id 0) is skipped by the LSTM and the pooling instead of being read as words.
@@ -27,6 +32,33 @@ def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None 
     x = embedding(tokens)
     if embeddings is not None:
         embedding.set_weights([embeddings])
+    epsilon = cfg.train.adversarial_epsilon
+    if epsilon:  # the classifier as a model of its own, so the training step can perturb its input
+        embedded = keras.Input(shape=(None, model_cfg.embedding_dim), name="embedded")
+        classifier = keras.Model(embedded, _classifier(cfg, embedded), name=CLASSIFIER)
+        model = AdversarialTraining(tokens, classifier(x), epsilon=epsilon, name=MODEL_NAME)
+    else:
+        model = keras.Model(tokens, _classifier(cfg, x), name=MODEL_NAME)
+    return _compiled(model, keras.optimizers.Adam(learning_rate=learning_rate(cfg.train, steps_per_epoch)))
+
+
+def _compiled(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.Model:
+    model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
+    return model
+
+
+def plain_model(model: keras.Model) -> keras.Model:
+    """The model of the same trained layers that is evaluated, logged and served: an adversarially
+    trained one without its training step (so nothing of it is saved)."""
+    if not isinstance(model, AdversarialTraining):
+        return model
+    return _compiled(keras.Model(model.inputs, model.outputs, name=model.name), model.optimizer)
+
+
+def _classifier(cfg: DictConfig, x):
+    """Everything behind the Embedding: [SpatialDropout1D] -> (Bi)LSTM -> pooling -> [Dense] ->
+    Dropout -> Dense(sigmoid), applied to the embedded reviews x (their mask travels with them)."""
+    model_cfg, reg = cfg.model, cfg.regularizer
     if reg.embedding_dropout > 0:  # drops whole embedding channels, not single values
         x = keras.layers.SpatialDropout1D(reg.embedding_dropout)(x)
     pooled = model_cfg.pooling != "last"
@@ -40,15 +72,8 @@ def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None 
         x = keras.layers.Dense(model_cfg.dense_units, activation="relu", kernel_regularizer=l2)(x)
     x = keras.layers.Dropout(reg.dropout)(x)
     # With no hidden Dense layer the L2 penalty sits on the output layer's kernel.
-    positive = keras.layers.Dense(1, activation="sigmoid", name="positive",
-                                  kernel_regularizer=None if model_cfg.dense_units else l2)(x)
-    model = keras.Model(tokens, positive, name="lstm_sentiment")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(cfg.train, steps_per_epoch)),
-        loss="binary_crossentropy",
-        metrics=["accuracy", keras.metrics.AUC(name="auc")],
-    )
-    return model
+    return keras.layers.Dense(1, activation="sigmoid", name="positive",
+                              kernel_regularizer=None if model_cfg.dense_units else l2)(x)
 
 
 def learning_rate(train_cfg: DictConfig, steps_per_epoch: int | None):

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from sentiment.config import maximizes
 from sentiment.embeddings import embedding_matrix
-from sentiment.model import build_model
+from sentiment.model import build_model, plain_model
 from sentiment.tokens import TokenizedData, to_dataset
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
         verbose=0,  # progress is one log line per epoch (trial.EpochLog), not Keras's bars
     ).history
     _raise_if_diverged(history)
+    model = plain_model(model)
     val_scores = evaluate(model, data.x_val, data.y_val, cfg.data.batch_size, buckets)
     metrics = {f"val_{k}": v for k, v in val_scores.items()}
     metrics["epochs_trained"] = len(history["loss"])
@@ -64,7 +65,7 @@ def refit(cfg: DictConfig, data: TokenizedData, epochs: int, callbacks: list | N
         epochs=epochs, callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])], shuffle=False, verbose=0,
     ).history
     _raise_if_diverged(history)
-    return model
+    return plain_model(model)
 
 
 def fresh_model(cfg: DictConfig, data: TokenizedData, n_reviews: int) -> keras.Model:
