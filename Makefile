@@ -34,7 +34,7 @@ export REVIEW_FILE := $(value FILE)
 PREDICT_FLAGS := $(if $(value TEXT),--text "$$REVIEW_TEXT",) $(if $(value FILE),--file "$$REVIEW_FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint sweep train promote rollback reproduce predict serve test test-fast bench bench-serve levers ui server user dashboard clean
+.PHONY: help install lock lint sweep train promote rollback reproduce predict serve test test-fast bench bench-serve soak levers ui server user dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=smal
 
 bench-serve: $(STAMP) ## benchmark `make serve` on @champion: latency, throughput, memory (SECONDS=60 per scenario)
 	$(BIN)/python -m sentiment bench-serve $(if $(SECONDS),--seconds $(SECONDS),) $(EXP_FLAG) $(ARGS)
+
+soak: $(STAMP) ## the whole system under faults for MINUTES=10 on PostgreSQL: 2 workers, logins, serve, chaos (not a test)
+	$(BIN)/python -m sentiment soak --minutes $(or $(MINUTES),10) $(ARGS)
 
 levers: $(STAMP) ## what each choice of a finished study moved, val and test, e.g. make levers EXP=accuracy
 	$(BIN)/python -m sentiment levers $(EXP_FLAG) $(ARGS)

@@ -29,6 +29,7 @@ COMMANDS_HELP = {
     "predict": "label reviews with models:/<model_name>@champion",
     "bench": "throughput, memory and a time-to-accuracy race of search engines",
     "bench-serve": "latency and throughput of `make serve` on @champion over HTTP",
+    "soak": "the whole system under faults for --minutes: workers, a server with logins, serve, promotions",
     "levers": "val and test accuracy per searched choice and final-model lever of a finished study",
     "ui": "print the runs-table URL and start the MLflow UI on the configured store",
     "serve": "serve models:/<model_name>@champion over REST (mlflow models serve)",
@@ -68,6 +69,7 @@ def _command_options(cmds: dict[str, argparse.ArgumentParser]) -> None:
     cmds["bench"].add_argument("--no-race", action="store_true", help="only data and throughput numbers")
     cmds["bench"].add_argument("--contestants", nargs="+", metavar="NAME",
                                help="race only these searches (default: all four), e.g. default keras_tuner_hyperband")
+    cmds["soak"].add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
     cmds["bench-serve"].add_argument("--seconds", type=float, default=60.0, help="per scenario (default 60)")
     cmds["user"].add_argument("--name", required=True, help="the new user's name")
     cmds["user"].add_argument("--role", choices=tuple(ROLES), default="reader",
@@ -233,6 +235,14 @@ def cmd_bench_serve(args, cfg) -> int:
     return 0
 
 
+def cmd_soak(args, cfg) -> int:
+    from sentiment.bench.soak import Soak, format_soak_report
+
+    report = Soak(args.minutes, args.overrides).run()
+    print(format_soak_report(report))
+    return 0 if report["passed"] else 1
+
+
 def cmd_levers(args, cfg) -> int:
     from sentiment.bench.levers import levers
 
@@ -322,7 +332,7 @@ def _tool(tool: str) -> str:
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
             "reproduce": cmd_reproduce,
             "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard,
-            "bench-serve": cmd_bench_serve, "levers": cmd_levers, "user": cmd_user}
+            "bench-serve": cmd_bench_serve, "soak": cmd_soak, "levers": cmd_levers, "user": cmd_user}
 
 if __name__ == "__main__":
     sys.exit(main())
