@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -70,6 +71,26 @@ def reject_password_in_url(key: str, url: str | None) -> None:
         raise ConfigError(f"{key} holds a password: remove it from the URL and set {where} instead")
 
 
+# PostgreSQL's password for the study storage, once moved out of the environment (see below).
+_study_database_password: str | None = None
+
+
+def study_database_password() -> str | None:
+    """The password the study storage's connections give PostgreSQL: PGPASSWORD, or what
+    keep_study_database_password took out of it (~/.pgpass needs neither: libpq reads it)."""
+    return os.environ.get("PGPASSWORD", _study_database_password)
+
+
+def keep_study_database_password(password: str | None = None) -> str | None:
+    """Take PGPASSWORD out of this process's environment (or keep the one a parent handed over)
+    and return it: worker processes, and all they start, then never inherit it; the storage gives
+    it to each of its connections itself. Only for processes whose other stores do not read
+    PGPASSWORD themselves (a tracking store that is not a PostgreSQL URL)."""
+    global _study_database_password
+    _study_database_password = os.environ.pop("PGPASSWORD", password or _study_database_password)
+    return _study_database_password
+
+
 def create_database_if_missing(url: str) -> None:
     """PostgreSQL URLs name a database; create it on first use so nobody has to by hand."""
     import psycopg
@@ -79,7 +100,8 @@ def create_database_if_missing(url: str) -> None:
     name = parsed.path.lstrip("/")
     admin = parsed._replace(scheme="postgresql", path="/postgres").geturl()
     try:
-        connection = psycopg.connect(admin, connect_timeout=5, autocommit=True)
+        connection = psycopg.connect(admin, connect_timeout=5, autocommit=True,
+                                     **_password_argument(study_database_password()))
     except psycopg.OperationalError as err:
         raise ConfigError(f"cannot reach PostgreSQL at {parsed.hostname}:{parsed.port} for database {name} "
                           f"({str(err).strip().splitlines()[0]}); start it or fix the URL") from None
@@ -90,3 +112,12 @@ def create_database_if_missing(url: str) -> None:
                 connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             except psycopg.errors.DuplicateDatabase:
                 pass  # another worker created it first
+
+
+def _password_argument(password: str | None) -> dict[str, str]:
+    return {"password": password} if password else {}
+
+
+def postgresql_connect_args() -> dict[str, str]:
+    """What SQLAlchemy hands psycopg for each new connection of the study storage."""
+    return _password_argument(study_database_password())

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import report, tracking
@@ -131,22 +132,38 @@ def find_parent_runs(experiment_id: str, study: str) -> list:
 
 def open_parent_run(cfg: DictConfig, experiment_id: str):
     """One parent run per study: the first invocation creates it, later ones (and other machines)
-    reopen it. Of two created at once, the older stays and the newer, still empty, is deleted."""
+    reopen it. Of two created at once, the older stays and the newer, still empty, steps aside."""
     study = cfg.sweep.study_name
     existing = find_parent_runs(experiment_id, study)
     if not existing:
         run = mlflow.start_run(run_name=f"sweep-{study}", tags=_parent_tags(cfg))
-        mlflow.log_params({"sweep.objective": cfg.sweep.objective,
-                           "sweep.space": json.dumps(OmegaConf.to_container(cfg.sweep.space))})
-        existing = find_parent_runs(experiment_id, study)
+        existing = find_parent_runs(experiment_id, study)  # at once: the race is settled in one request
         if existing[0].info.run_id == run.info.run_id:
+            mlflow.log_params({"sweep.objective": cfg.sweep.objective,
+                               "sweep.space": json.dumps(OmegaConf.to_container(cfg.sweep.space))})
             return run
-        mlflow.end_run()
-        mlflow.MlflowClient().delete_run(run.info.run_id)
+        mlflow.end_run("KILLED")
+        _retire_duplicate_parent(run.info.run_id)
         log.info("another worker created the sweep run of %s first: using it", study)
     run = mlflow.start_run(run_id=existing[0].info.run_id)
     mlflow.set_tags(_parent_tags(cfg))  # this invocation's engine and algorithm
     return run
+
+
+DUPLICATE_SWEEP_ROLE = "duplicate-sweep"  # a sweep run that lost the race to be its study's
+
+
+def _retire_duplicate_parent(run_id: str) -> None:
+    """A sweep run made at the same moment as its study's older one: it stops being a sweep run
+    (its role tag), so the study keeps one, and is deleted where this user may delete (a
+    trainer, on a server with logins, may not)."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, tracking.ROLE_TAG, DUPLICATE_SWEEP_ROLE)
+    try:
+        client.delete_run(run_id)
+    except MlflowException as err:
+        if err.error_code != "PERMISSION_DENIED":
+            raise
 
 
 def _headline(cfg: DictConfig, version: str | None, evaluation: Evaluation | None) -> report.Headline | None:

@@ -133,25 +133,33 @@ def lost_store(err: BaseException) -> TrackingError:
                          "finished trials are kept: re-run the same command once it is back")
 
 
-def fail_orphaned_run(run_id: str | None, reason: str) -> None:
-    """Mark a run, and its parent sweep run, FAILED if a dead or cut-off worker left them RUNNING."""
+def fail_orphaned_run(run_id: str | None, reason: str, live_parent_run_id: str | None = None) -> None:
+    """Mark a run, and its parent sweep run, FAILED if a dead or cut-off worker left them RUNNING;
+    never live_parent_run_id, the sweep run the caller itself runs trials under (a resumed sweep
+    reopens its study's run)."""
     if not run_id:
         return
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     if run.info.status != "RUNNING":
         return  # the worker recorded the trial's end itself: its sweep run may still be alive
-    for orphan in (run_id, run.data.tags.get("mlflow.parentRunId")):
+    parent = run.data.tags.get("mlflow.parentRunId")
+    for orphan in (run_id, None if parent == live_parent_run_id else parent):
         if orphan and client.get_run(orphan).info.status == "RUNNING":
             fail_left_running(orphan, reason)
 
 
 def fail_left_running(run_id: str, reason: str) -> None:
     """End a run that a dead or cut-off process left RUNNING: FAILED, with why in its `error` tag."""
-    client = mlflow.MlflowClient()
-    client.set_tag(run_id, "error", f"ended by a later sweep: {reason}")
-    client.set_terminated(run_id, status="FAILED")
+    mark_failed(run_id, f"ended by a later sweep: {reason}")
     log.warning("run %s was left RUNNING (%s): marked FAILED", run_id, reason)
+
+
+def mark_failed(run_id: str, error: str) -> None:
+    """Set a run FAILED, whatever it was, with why in its `error` tag."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "error", error)
+    client.set_terminated(run_id, status="FAILED")
 
 
 def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:

@@ -3,10 +3,13 @@
 Each test checks that nothing already recorded is lost or left inconsistent.
 """
 
+import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -131,6 +134,8 @@ def test_killed_worker_trial_is_failed_retried_and_completed(imdb_dir, tmp_path)
     killed_run = MlflowClient().get_run(killed.user_attrs["mlflow_run_id"])
     assert killed_run.info.status == "FAILED" and "heartbeat" in killed_run.data.tags["error"]
     _check_one_run_per_trial(cfg)
+    (parent,) = _runs(cfg, role="sweep")  # the dead sweep's run, reopened by the re-run and ended
+    assert parent.info.status == "FINISHED"
 
 
 @pytest.mark.integration
@@ -264,3 +269,140 @@ def test_sqlite_study_refuses_several_workers(tiny_cfg):
 
     with pytest.raises(ConfigError, match="journal"):
         run_sweep(tiny_cfg, workers=2)
+
+
+@contextlib.contextmanager
+def _database_down(url: str):
+    """What a PostgreSQL restart looks like to its clients: every connection to the database cut,
+    and new ones refused, until the block ends."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def _heartbeat_age_s(url: str, trial_id: int) -> float:
+    """Seconds since the trial's last heartbeat, by the database's clock (as staleness is judged)."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        (age,) = connection.execute("SELECT EXTRACT(EPOCH FROM now() - heartbeat) FROM trial_heartbeats "
+                                    "WHERE trial_id = %s", (trial_id,)).fetchone()
+    return float(age)
+
+
+@pytest.mark.integration
+def test_a_heartbeat_and_a_trials_writes_ride_out_a_database_outage(imdb_dir, tmp_path, postgres_databases):
+    """Optuna's own heartbeat thread ends at its first failed write: after a restart the live trial
+    would go stale and be retried while it still ran."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    url = postgres_databases[0]
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.storage={url}", "sweep.heartbeat_interval=1",
+                                                            "sweep.grace_period=30"])
+    study = optuna.create_study(study_name="s", storage=make_storage(cfg.sweep))
+    trial = study.ask()
+    heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)  # what study.optimize runs
+    with heartbeat, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with _database_down(url):
+            time.sleep(3)  # three beats fail
+            report = pool.submit(trial.report, 0.25, 0)  # an epoch ends while the database is down
+            time.sleep(1)
+            assert report.running(), "the report failed instead of waiting for the database"
+        report.result(timeout=30)
+        time.sleep(2.5)
+        assert heartbeat._thread.is_alive()
+        assert _heartbeat_age_s(url, trial._trial_id) < 2  # beating again, once a second
+    study.tell(trial, 0.25)
+    assert [(t.state, t.intermediate_values) for t in study.trials] == [(TrialState.COMPLETE, {0: 0.25})]
+
+
+@pytest.mark.integration
+def test_opening_the_study_storage_waits_for_a_restarting_database(imdb_dir, tmp_path, postgres_databases):
+    """A worker (re)started while PostgreSQL restarts: found by the soak, where one died on it."""
+    url = postgres_databases[0]
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.storage={url}", "sweep.heartbeat_interval=1",
+                                                            "sweep.grace_period=30"])
+    make_storage(cfg.sweep).engine.dispose()  # the database and its tables exist
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with _database_down(url):
+            opening = pool.submit(make_storage, cfg.sweep)
+            time.sleep(3)
+            assert opening.running(), "opening the storage failed instead of waiting for the database"
+        storage = opening.result(timeout=30)
+    assert optuna.create_study(study_name="after-the-restart", storage=storage).study_name == "after-the-restart"
+
+
+@pytest.mark.integration
+def test_a_database_outage_mid_trial_fails_no_live_trial(imdb_dir, tmp_path, postgres_databases):
+    """Two workers; every study connection cut and refused for longer than a heartbeat interval
+    while trials train. Nothing is failed or retried: the study ends with exactly n_trials."""
+    url = postgres_databases[0]
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [
+        f"sweep.storage={url}", "sweep.n_trials=3", "baseline.models=[]",
+        "train.max_epochs=20", "train.early_stopping_patience=20",  # trials long enough to be cut mid-way
+        "sweep.heartbeat_interval=1", "sweep.grace_period=12"])
+    outages = []
+
+    def cut_mid_trial():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not _mid_trial(cfg):
+            time.sleep(0.2)
+        with _database_down(url):
+            outages.append(time.monotonic())
+            time.sleep(5)  # past four beats, inside the grace period
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        cutter = pool.submit(cut_mid_trial)
+        result = run_sweep(cfg, workers=2)
+        cutter.result(timeout=60)
+    assert outages, "the sweep ended before the database could be cut"
+    trials = _study(cfg).trials
+    assert [t.state for t in trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)] == []
+    assert len(trials) == 3 and len({tuple(sorted(t.params.items())) for t in trials}) == 3
+    _check_one_run_per_trial(cfg)
+    (parent,) = _runs(cfg, role="sweep")
+    assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
+
+
+@pytest.mark.integration
+def test_workers_get_the_study_databases_password_but_not_in_their_environment(imdb_dir, tmp_path,
+                                                                                 postgres_databases, monkeypatch):
+    """/proc/PID/environ is readable by the user's every process, and everything a worker starts
+    inherits it: PGPASSWORD reaches the workers' storage through their start-up pipe instead."""
+    import multiprocessing
+
+    from sentiment import stores
+
+    monkeypatch.setenv("PGPASSWORD", "the-study-password")  # trust auth here: any password is accepted
+    monkeypatch.setattr(stores, "_study_database_password", None)
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + [f"sweep.storage={postgres_databases[0]}",
+                                                            "sweep.n_trials=2", "baseline.models=[]"])
+    environments = {}
+
+    def watch_workers(done):
+        while not done.is_set():
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(OSError):
+                    environments[child.pid] = Path(f"/proc/{child.pid}/environ").read_bytes()
+            time.sleep(0.2)
+
+    done = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        watcher = pool.submit(watch_workers, done)
+        try:
+            run_sweep(cfg, workers=2)
+        finally:
+            done.set()
+            watcher.result(timeout=10)
+    assert len(environments) >= 2 and all(b"PGPASSWORD" not in env for env in environments.values())
+    assert len([t for t in _study(cfg).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 2
+    with make_storage(cfg.sweep).engine.connect() as connection:  # still given to each connection itself
+        assert connection.connection.driver_connection.info.password == "the-study-password"
+    assert "PGPASSWORD" not in os.environ

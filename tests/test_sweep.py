@@ -334,3 +334,37 @@ def test_the_default_sweep_measures_its_seed_noise_first_and_reports_every_figur
         if trial.state == optuna.trial.TrialState.PRUNED:
             run = mlflow.get_run(trial.user_attrs["mlflow_run_id"])
             assert float(run.data.tags["cut_margin"]) > float(run.data.tags["cut_noise_band"])
+
+
+def test_a_sweep_run_that_lost_the_race_stops_counting_even_where_it_may_not_be_deleted(tiny_cfg, monkeypatch):
+    """Two workers opened the study's sweep run at the same moment; the newer one steps aside. A
+    trainer may not delete runs on a server with logins: it used to crash there, and left the
+    study with two sweep runs."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    from sentiment import sweep
+
+    experiment_id = tracking.connect(tiny_cfg.tracking, write=True)
+    study = tiny_cfg.sweep.study_name
+    older = MlflowClient().create_run(experiment_id, tags={tracking.ROLE_TAG: tracking.SWEEP,
+                                                           tracking.STUDY_TAG: study}).info.run_id
+    real_find = sweep.find_parent_runs
+    looks = []
+
+    def none_yet_at_first_look(experiment, name):  # the other worker's run appears just after this look
+        looks.append(name)
+        return [] if len(looks) == 1 else real_find(experiment, name)
+
+    def refused(self, run_id):
+        raise MlflowException("Permission denied", error_code=PERMISSION_DENIED)  # what a 403 becomes
+
+    monkeypatch.setattr(sweep, "find_parent_runs", none_yet_at_first_look)
+    monkeypatch.setattr(MlflowClient, "delete_run", refused)
+    opened = sweep.open_parent_run(tiny_cfg, experiment_id)
+    mlflow.end_run()
+    assert opened.info.run_id == older
+    assert [run.info.run_id for run in real_find(experiment_id, study)] == [older]
+    (stepped_aside,) = [run for run in mlflow.search_runs([experiment_id], output_format="list")
+                        if run.info.run_id != older]
+    assert stepped_aside.info.status == "KILLED" and stepped_aside.data.tags[tracking.ROLE_TAG] == "duplicate-sweep"

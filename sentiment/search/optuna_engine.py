@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 
 import mlflow
 import optuna
@@ -33,21 +34,26 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TAKEN = (*FINISHED, TrialState.RUNNING)
 
 
-def _on_dead_worker(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "its worker died (killed, or stopped sending heartbeats)")
+def _on_dead_worker(live_parent_run_id: str | None) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """What a dead worker's trial gets besides its retry: its MLflow run FAILED, and the sweep
+    run too unless that is the live one this process runs trials under."""
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"),
+                                   "its worker died (killed, or stopped sending heartbeats)", live_parent_run_id)
+    return callback
 
 
 FINGERPRINT_WAIT_S = 30  # how long a process that lost the race to create a study waits for its fingerprint
 
 
-def open_study(cfg: DictConfig) -> optuna.Study:
+def open_study(cfg: DictConfig, live_parent_run_id: str | None = None) -> optuna.Study:
     """Create the study, or resume it if it exists and searches the same thing.
 
     Creating a study is atomic in its storage (a unique name), so only the process that created
     it writes the config fingerprint and enqueues the first trials: two workers starting together
     cannot mix two configs in one study or enqueue the configured values twice."""
     sweep = cfg.sweep
-    settings = dict(study_name=sweep.study_name, storage=make_storage(sweep, on_stale_trial=_on_dead_worker),
+    settings = dict(study_name=sweep.study_name, storage=make_storage(sweep, on_stale_trial=_on_dead_worker(live_parent_run_id)),
                     sampler=make_sampler(cfg),  # seeded per trial number: resumes and workers never repeat a sample
                     pruner=make_pruner(cfg))
     fingerprint = config_fingerprint(cfg)
@@ -142,16 +148,18 @@ def count(study: optuna.Study, states: tuple) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def reconcile(cfg: DictConfig, study: optuna.Study) -> None:
+def reconcile(cfg: DictConfig, study: optuna.Study, live_parent_run_id: str | None = None) -> None:
     """Make the study and MLflow agree after a crash: dead workers' trials are failed and retried,
-    and no failed trial's run stays RUNNING."""
+    and no failed trial's run stays RUNNING (nor its sweep run, unless it is live_parent_run_id)."""
     # this host's dead workers: at once; a trial no worker ever claimed: after the grace period
-    fail_dead_trials(study, stale_trial_callback(cfg.sweep, _on_dead_worker), cfg.sweep.grace_period)
+    fail_dead_trials(study, stale_trial_callback(cfg.sweep, _on_dead_worker(live_parent_run_id)),
+                     cfg.sweep.grace_period)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # RDB storages, any host: after the grace period
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "the trial failed while untracked")
+        tracking.fail_orphaned_run(trial.user_attrs.get("mlflow_run_id"), "the trial failed while untracked",
+                                   live_parent_run_id)
 
 
 class Objective:
@@ -164,8 +172,10 @@ class Objective:
         self.parent_run_id = parent_run_id
         self.deadline = deadline  # sweep.timeout as time.monotonic(): a running trial stops at it too
         self.tracking_error: Exception | None = None
+        self.trial: optuna.Trial | None = None  # the one running, or last run, here
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.trial = trial
         if self._surplus(trial):
             trial.study.stop()
             raise SurplusTrial(f"trial {trial.number} is beyond sweep.n_trials={self.cfg.sweep.n_trials}")
@@ -205,13 +215,15 @@ def run_trials(cfg: DictConfig, data: TokenizedData, parent_run_id: str | None =
     Returns when the study holds sweep.n_trials finished trials, or the timeout has passed. Trials
     RUNNING elsewhere are waited for: they finish, or go stale and are retried here.
     """
-    study = open_study(cfg)
+    active = mlflow.active_run()  # the sweep process runs its trials under its own (parent) run
+    live_parent = parent_run_id or (active.info.run_id if active else None)
+    study = open_study(cfg, live_parent)
     deadline = time.monotonic() + cfg.sweep.timeout if cfg.sweep.timeout else None
     objective = Objective(cfg, data, parent_run_id, deadline)
-    reconcile(cfg, study)
+    reconcile(cfg, study, live_parent)
     _optimize(cfg, study, objective, deadline, show_progress=worker == 0)
     while True:
-        reconcile(cfg, study)
+        reconcile(cfg, study, live_parent)
         # Queued trials are run while the study lacks trials; beyond n_trials they are left queued.
         wanted = count(study, TAKEN) < cfg.sweep.n_trials
         if wanted and count(study, (TrialState.WAITING,)) and (deadline is None or time.monotonic() < deadline):
@@ -232,16 +244,35 @@ def _optimize(cfg: DictConfig, study: optuna.Study, objective: Objective, deadli
         log.info("study %s has all %d trials; nothing to run", study.study_name, cfg.sweep.n_trials)
         return
     log.info("study %s: %d of %d trials still to run", study.study_name, remaining, cfg.sweep.n_trials)
-    study.optimize(
-        objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress, gc_after_trial=True,
-        timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-        # Other workers finish trials too: stop once the study holds n_trials. The seed noise is
-        # measured (and printed) as soon as the last repeat ends, not when a pruner first asks.
-        callbacks=[MaxTrialsCallback(cfg.sweep.n_trials, states=TAKEN),
-                   lambda study, trial: study_noise(study, cfg.sweep.objective, cfg.sweep.pruner.noise_widths)],
-    )
+    try:
+        study.optimize(
+            objective, n_trials=remaining, catch=(Exception,), show_progress_bar=show_progress, gc_after_trial=True,
+            timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+            # Other workers finish trials too: stop once the study holds n_trials. The seed noise is
+            # measured (and printed) as soon as the last repeat ends, not when a pruner first asks.
+            callbacks=[MaxTrialsCallback(cfg.sweep.n_trials, states=TAKEN),
+                       lambda study, trial: study_noise(study, cfg.sweep.objective, cfg.sweep.pruner.noise_widths)],
+        )
+    except ValueError:  # "Cannot tell a FAIL trial": see failed_while_running
+        if not failed_while_running(cfg, study, objective.trial):
+            raise
     if objective.tracking_error is not None:
         raise tracking.lost_store(objective.tracking_error)
+
+
+def failed_while_running(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial | None) -> bool:
+    """Whether the trial this process just ran had been failed by another worker meanwhile (its
+    heartbeats missed the grace period, e.g. the database was down longer): Optuna then refuses
+    to record the result. Its retry runs in its place; its MLflow run is marked FAILED to match."""
+    if trial is None or study._storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+        return False
+    log.warning("trial %d was failed by another worker while it ran here (its heartbeat was stale for "
+                "sweep.grace_period=%s s): its result is dropped, its retry counts instead",
+                trial.number, cfg.sweep.grace_period)
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        tracking.mark_failed(run_id, "failed by another worker while it ran (its heartbeat was stale); retried")
+    return True
 
 
 def finished_outcome(cfg: DictConfig) -> SearchOutcome | None:

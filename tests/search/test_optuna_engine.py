@@ -59,3 +59,39 @@ def test_trials_queued_beyond_n_trials_are_not_waited_for_and_the_study_is_compl
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 1 and states.count(optuna.trial.TrialState.WAITING) == 2
     assert finished_outcome(cfg) is not None
+
+
+def test_a_trial_failed_by_another_worker_while_it_runs_is_dropped_and_its_retry_runs(tiny_cfg):
+    """Another worker judged the trial stale (its heartbeats missed the grace period) and retried
+    it; Optuna then refuses this worker's result ("Cannot tell a FAIL trial"), which used to end it."""
+    import concurrent.futures
+
+    from sentiment.search.optuna_engine import open_study, run_trials
+    from sentiment.search.storage import stale_trial_callback
+
+    running = optuna.trial.TrialState.RUNNING
+    cfg = OmegaConf.merge(tiny_cfg, {"sweep": {"n_trials": 1, "timeout": None, "study_name": "judged-stale"},
+                                     "train": {"max_epochs": 20, "early_stopping_patience": 20}})
+    study = open_study(cfg)
+
+    def another_worker_judges_it_stale():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            live = [t for t in study.get_trials(states=(running,)) if t.intermediate_values]
+            if live:
+                study._storage.set_trial_state_values(live[0]._trial_id, optuna.trial.TrialState.FAIL)
+                stale_trial_callback(cfg.sweep)(study, study.get_trials()[live[0].number])  # queues its retry
+                return live[0].number
+            time.sleep(0.05)
+        raise AssertionError("no trial reached its first epoch end")
+
+    tracking.connect(cfg.tracking)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, mlflow.start_run():
+        judged = pool.submit(another_worker_judges_it_stale)
+        study = run_trials(cfg, load_data(cfg))
+        assert judged.result(timeout=60) == 0
+    first, retry = study.trials
+    assert (first.state, retry.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)
+    assert retry.params == first.params
+    dropped = mlflow.MlflowClient().get_run(first.user_attrs["mlflow_run_id"])
+    assert dropped.info.status == "FAILED" and "another worker" in dropped.data.tags["error"]

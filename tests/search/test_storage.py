@@ -139,3 +139,31 @@ def test_a_damaged_study_database_is_one_line_saying_what_to_do(imdb_dir, tmp_pa
     message = str(refused.value)
     assert len(message.splitlines()) == 1 and "not a readable study database" in message
     assert "move the file aside" in message and "MLflow runs are kept" in message
+
+
+def test_a_finishing_write_whose_answer_was_lost_is_not_retried_into_an_error(imdb_dir, tmp_path, monkeypatch):
+    """The database committed the trial's end, then the connection dropped before the answer: the
+    retry finds the trial finished as asked, and that counts as done (not UpdateFinishedTrialError)."""
+    import sqlalchemy
+
+    cfg = _cfg(imdb_dir, tmp_path, "sweep.heartbeat_interval=1", "sweep.grace_period=10")
+    storage = make_storage(cfg.sweep)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    real, calls = RDBStorage.set_trial_state_values, []
+
+    def committed_then_cut(self, trial_id, state, values=None):
+        calls.append(state)
+        done = real(self, trial_id, state, values)
+        if len(calls) == 1:
+            cut = sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+            raise optuna.exceptions.StorageInternalError("the answer was lost") from cut
+        return done
+
+    monkeypatch.setattr(RDBStorage, "set_trial_state_values", committed_then_cut)
+    assert storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5]) is True
+    assert calls == [TrialState.COMPLETE] * 2 and storage.get_trial(trial._trial_id).values == [0.5]
+    other = study.ask()  # a finished trial asked to finish otherwise is still an error
+    storage.set_trial_state_values(other._trial_id, TrialState.COMPLETE, [0.1])
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(other._trial_id, TrialState.FAIL)
