@@ -93,15 +93,25 @@ def is_unreachable(err: BaseException) -> bool:
 
 def _opened_waiting_out_outages(url: str, patience_s: float, **settings) -> OutageTolerantStorage:
     """The storage, opened (its tables checked) as soon as the database answers, for up to patience_s."""
+    return wait_out_outages(lambda: OutageTolerantStorage(url, **settings), patience_s)
+
+
+def wait_out_outages(call: Callable, patience_s: float):
+    """call(), retried with back-off while the database does not answer, for up to patience_s."""
     give_up = time.monotonic() + patience_s
+    pause, retried = 0.5, False
     while True:
         try:
-            return OutageTolerantStorage(url, **settings)
+            return call()
         except Exception as err:
-            if not is_unreachable(err) or time.monotonic() > give_up:
+            if not is_unreachable(err) or time.monotonic() + pause > give_up:
                 raise
-            log.warning("the study database did not answer (%s); trying again", type(err.__cause__ or err).__name__)
-            time.sleep(1)
+            if not retried:
+                log.warning("the study database did not answer (%s); retrying for up to %s s",
+                            type(err.__cause__ or err).__name__, patience_s)
+            retried = True
+            time.sleep(pause)
+            pause = min(2 * pause, 5.0)
 
 
 class OutageTolerantStorage(RDBStorage):
@@ -131,22 +141,7 @@ class OutageTolerantStorage(RDBStorage):
             return True  # a retry found what was asked: the first attempt's commit, its answer lost
 
     def _waiting_out_outages(self, call: Callable, *args, **kwargs):
-        """call(*args, **kwargs), retried with back-off while the database does not answer, for up
-        to the grace period."""
-        give_up = time.monotonic() + (self.grace_period or 0)
-        pause, retried = 0.5, False
-        while True:
-            try:
-                return call(*args, **kwargs)
-            except Exception as err:
-                if not is_unreachable(err) or time.monotonic() + pause > give_up:
-                    raise
-                if not retried:
-                    log.warning("the study database did not answer (%s); retrying for up to %s s",
-                                type(err.__cause__ or err).__name__, self.grace_period)
-                retried = True
-                time.sleep(pause)
-                pause = min(2 * pause, 5.0)
+        return wait_out_outages(lambda: call(*args, **kwargs), self.grace_period or 0)
 
 
 def _waits_out_outages(name: str) -> None:
