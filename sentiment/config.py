@@ -203,6 +203,9 @@ def _validate_train(cfg: DictConfig) -> None:
     _check(_is_number(lr) and lr > 0, "train.learning_rate", lr, "a number > 0")
     _one_of(cfg, "train.lr_schedule", LR_SCHEDULES)
     _non_negative(cfg, "train.adversarial_epsilon")
+    momentum = cfg.train.ema_momentum
+    _check(momentum is None or (_is_number(momentum) and 0 < momentum < 1), "train.ema_momentum", momentum,
+           "null (off) or a number in (0, 1), e.g. 0.99")
     patience = cfg.train.early_stopping_patience
     _check(_is_int(patience) and patience >= 0, "train.early_stopping_patience", patience, "an integer >= 0")
     seed = cfg.train.seed

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from sentiment.adversarial import CLASSIFIER, AdversarialTraining
 from sentiment.model_code import TEXT_COLUMN, Calibration, MaskedPooling, Stack
+from sentiment.weight_averaging import optimizer_options
 
 MODEL_NAME = "lstm_sentiment"
 
@@ -39,7 +40,9 @@ def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None 
         model = AdversarialTraining(tokens, classifier(x), epsilon=epsilon, name=MODEL_NAME)
     else:
         model = keras.Model(tokens, _classifier(cfg, x), name=MODEL_NAME)
-    return _compiled(model, keras.optimizers.Adam(learning_rate=learning_rate(cfg.train, steps_per_epoch)))
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(cfg.train, steps_per_epoch),
+                                      **optimizer_options(cfg.train.ema_momentum))
+    return _compiled(model, optimizer)
 
 
 def _compiled(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.Model:

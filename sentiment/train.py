@@ -14,6 +14,7 @@ from sentiment.config import maximizes
 from sentiment.embeddings import embedding_matrix
 from sentiment.model import build_model, plain_model
 from sentiment.tokens import TokenizedData, to_dataset
+from sentiment.weight_averaging import AveragedWeightsForValidation
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -
         to_dataset(data.x_train, data.y_train, cfg.data.batch_size, shuffle_seed=init_seed(cfg), bucket_boundaries=buckets),
         validation_data=to_dataset(data.x_val, data.y_val, cfg.data.batch_size, bucket_boundaries=buckets),
         epochs=cfg.train.max_epochs,
-        callbacks=[keras.callbacks.TerminateOnNaN(), stopper, *(callbacks or [])],
+        # The averaged weights (train.ema_momentum) are what validation scores and the stopper keeps.
+        callbacks=[keras.callbacks.TerminateOnNaN(), AveragedWeightsForValidation(), stopper, *(callbacks or [])],
         shuffle=False,  # the tf.data pipeline already shuffles, seeded
         verbose=0,  # progress is one log line per epoch (trial.EpochLog), not Keras's bars
     ).history
