@@ -43,6 +43,6 @@ class AveragedWeightsForValidation(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._raw_weights is not None:
-            for variable, value in zip(self.model.trainable_variables, self._raw_weights):
+            for variable, value in zip(self.model.trainable_variables, self._raw_weights, strict=True):
                 variable.assign(value)
             self._raw_weights = None
