@@ -94,8 +94,8 @@ bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=smal
 bench-serve: $(STAMP) ## benchmark `make serve` on @champion: latency, throughput, memory (SECONDS=60 per scenario)
 	$(BIN)/python -m sentiment bench-serve $(if $(SECONDS),--seconds $(SECONDS),) $(EXP_FLAG) $(ARGS)
 
-soak: $(STAMP) ## the whole system under faults for MINUTES=10 on PostgreSQL: 2 workers, logins, serve, chaos (not a test)
-	$(BIN)/python -m sentiment soak --minutes $(or $(MINUTES),10) $(ARGS)
+soak: $(STAMP) ## the whole system under faults for MINUTES=10 on PostgreSQL: 2 workers (HOSTS=auto|namespaces|loopback), logins, serve, chaos (not a test)
+	$(BIN)/python -m sentiment soak --minutes $(or $(MINUTES),10) --hosts $(or $(HOSTS),auto) $(ARGS)
 
 levers: $(STAMP) ## what each choice of a finished study moved, val and test, e.g. make levers EXP=accuracy
 	$(BIN)/python -m sentiment levers $(EXP_FLAG) $(ARGS)

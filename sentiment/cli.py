@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 
+from sentiment.bench.hosts import HOSTS_MODES
 from sentiment.errors import UserError
 from sentiment.quiet import import_tensorflow_quietly
 from sentiment.stores import create_database_if_missing, is_journal, is_postgresql, is_server, journal_file
@@ -70,6 +71,9 @@ def _command_options(cmds: dict[str, argparse.ArgumentParser]) -> None:
     cmds["bench"].add_argument("--contestants", nargs="+", metavar="NAME",
                                help="race only these searches (default: all four), e.g. default keras_tuner_hyperband")
     cmds["soak"].add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
+    cmds["soak"].add_argument("--hosts", choices=HOSTS_MODES, default="auto",
+                              help="workers as hosts of their own (network namespaces, root only): "
+                                   "auto (where root allows), namespaces (or fail), loopback")
     cmds["bench-serve"].add_argument("--seconds", type=float, default=60.0, help="per scenario (default 60)")
     cmds["user"].add_argument("--name", required=True, help="the new user's name")
     cmds["user"].add_argument("--role", choices=tuple(ROLES), default="reader",
@@ -238,7 +242,7 @@ def cmd_bench_serve(args, cfg) -> int:
 def cmd_soak(args, cfg) -> int:
     from sentiment.bench.soak import Soak, format_soak_report
 
-    report = Soak(args.minutes, args.overrides).run()
+    report = Soak(args.minutes, args.overrides, hosts=args.hosts).run()
     print(format_soak_report(report))
     return 0 if report["passed"] else 1
 

@@ -1,12 +1,16 @@
 """`make soak MINUTES=10`: the whole system under faults for a bounded time. A command, not a test.
 
-On this machine, all on loopback: PostgreSQL holds the Optuna study and the MLflow store; the
-tracking server runs with logins; two sweep processes (as two worker machines would: each its
-own `sentiment sweep`, as a trainer) share the study, and a supervisor restarts one that died;
+PostgreSQL holds the Optuna study and the MLflow store; the tracking server runs with logins; two
+sweep processes (as two worker machines would: each its own `sentiment sweep`, as a trainer) share
+the study, and a supervisor restarts one that died. Where root allows (`--hosts auto`, the
+default), each worker runs as a host of its own: a network namespace joined to this machine by a
+veth pair, with its own host name and pid namespace (bench.hosts), reaching the tracking server
+and the database over that network; otherwise (or `--hosts loopback`) all runs on loopback. Meanwhile
 `sentiment serve` follows `@champion` (as a reader) while 4 clients send it real reviews and
 hostile bodies (one-line 4xx, or 200 where MLflow can read them); every minute `@champion` is
 moved to another version. A chaos thread, every 60-120 s, kills a sweep process, cuts every
-database connection, or restarts the tracking server.
+database connection, restarts the tracking server or (with worker hosts) cuts one worker's network
+for 10-20 s.
 
 Checked once a minute (a row of the report): no RUNNING trial with a stale heartbeat, finished
 trials <= n_trials with unique params in each study, one sweep run per study (of those older
@@ -35,9 +39,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 import requests
 
+from sentiment.bench.hosts import HostsUnavailable, Relay, WorkerHost, make_worker_hosts
 from sentiment.bench.local_servers import free_port, stop_process_group, wait_until_answers
 from sentiment.bench.results import machine_info, write_results
 from sentiment.bench.serve import server_rss_mb
@@ -55,6 +61,7 @@ SOAK_OVERRIDES = [
     "tracking.artifact_location=null", "tracking.system_metrics_seconds=null",
 ]
 CHAOS = ("kill a sweep worker", "cut the database connections", "restart the tracking server")
+PARTITION = "cut a worker host's network"  # with worker hosts only
 GOOD_STATUS = 200
 HOSTILE_STATUSES = {200, 400, 413, 415, 503}  # the fuzz test's property: never a 5xx but 503
 MEMORY_GROWTH_LIMIT = 0.20
@@ -96,17 +103,21 @@ class Tally:
 
 
 class Soak:
-    def __init__(self, minutes: float, overrides: list[str], postgres: str = POSTGRES):
-        self.minutes, self.postgres = minutes, postgres
+    def __init__(self, minutes: float, overrides: list[str], postgres: str = POSTGRES, hosts: str = "auto"):
+        self.minutes, self.postgres, self.hosts_mode = minutes, postgres, hosts
         self.tag = secrets.token_hex(4)
-        self.dir = Path(tempfile.mkdtemp(prefix="sentiment-soak-"))
+        self.dir: Path | None = None  # the processes' logs and artifacts: made when the soak runs
         self.optuna_db = f"{postgres}/sentiment_soak_{self.tag}_optuna"
         self.mlflow_db = f"{postgres}/sentiment_soak_{self.tag}_mlflow"
         self.passwords = {name: secrets.token_urlsafe(12) for name in ("admin", "soak-trainer", "soak-reader")}
         self.port, self.serve_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.study_index = 0
-        self.overrides = [*SOAK_OVERRIDES, *overrides, f"tracking.uri={self.url}", f"sweep.storage={self.optuna_db}"]
+        self.caller_overrides = [*SOAK_OVERRIDES, *overrides]
+        self.overrides = [*self.caller_overrides, f"tracking.uri={self.url}", f"sweep.storage={self.optuna_db}"]
+        self.worker_hosts: list[WorkerHost] = []
+        self.relays: list[Relay] = []  # to the database, one on each worker host's network
+        self.hosts_used = "loopback"
         self.stop = threading.Event()
         self.tally = Tally()
         self.events: list[dict] = []
@@ -128,27 +139,64 @@ class Soak:
             env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = user, self.passwords[user]
         return env
 
-    def _spawn(self, argv: list[str], user: str | None, log_name: str, **env) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], user: str | None, log_name: str, host: WorkerHost | None = None,
+               **env) -> subprocess.Popen:
+        python = ["-m", "sentiment", *argv]
+        command = host.command(python) if host else [sys.executable, *python]
         out = (self.dir / log_name).open("a")
-        return subprocess.Popen([sys.executable, "-m", "sentiment", *argv], cwd=self.dir, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env={**self._env(user), **env})
+        return subprocess.Popen(command, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**self._env(user), **env})
 
     def _cli(self, argv: list[str], user: str, stdin: str | None = None, timeout: float = 600):
         return subprocess.run([sys.executable, "-m", "sentiment", *argv], cwd=self.dir, input=stdin, text=True,
                               capture_output=True, env=self._env(user), timeout=timeout)
 
     def start_tracking_server(self) -> None:
-        self.server = self._spawn(["server", "--auth", "--port", str(self.port), "--workers", "1",
+        # With worker hosts: bound to every address, answering to the names the workers use.
+        beyond = [arg for host in self.worker_hosts for arg in ("--name", host.host_address)]
+        bind = ["--host", "0.0.0.0", *beyond] if beyond else []
+        self.server = self._spawn(["server", "--auth", *bind, "--port", str(self.port), "--workers", "1",
                                    "--backend-store-uri", self.mlflow_db,
                                    "--artifacts-destination", str(self.dir / "artifacts")],
                                   None, "server.log", MLFLOW_AUTH_ADMIN_PASSWORD=self.passwords["admin"])
         wait_until_answers(f"{self.url}/health", self.server, seconds=180)
 
-    def study_overrides(self) -> list[str]:
-        return [*self.overrides, f"sweep.study_name=soak-{self.study_index}"]
+    def study_overrides(self, reaching: list[str] | None = None) -> list[str]:
+        """The current study's config, with the way to the servers (default: this machine's)."""
+        return [*(reaching or self.overrides), f"sweep.study_name=soak-{self.study_index}"]
+
+    def worker_overrides(self, index: int) -> list[str]:
+        """A worker host's way to the servers: this machine's address on its network, over plain
+        http (a network we trust: the veth pair), and the database through the relay."""
+        if not self.worker_hosts:
+            return self.study_overrides()
+        host, relay = self.worker_hosts[index], self.relays[index]
+        database = urlparse(self.optuna_db)._replace(netloc=f"{urlparse(self.optuna_db).username}@{relay.address}:{relay.port}")
+        return self.study_overrides([*self.caller_overrides, f"tracking.uri=http://{host.host_address}:{self.port}",
+                                     "tracking.allow_plain_http=true", f"sweep.storage={urlunparse(database)}"])
 
     def start_worker(self, index: int) -> None:
-        self.workers[index] = self._spawn(["sweep", *self.study_overrides()], "soak-trainer", f"worker-{index}.log")
+        host = self.worker_hosts[index] if self.worker_hosts else None
+        self.workers[index] = self._spawn(["sweep", *self.worker_overrides(index)], "soak-trainer",
+                                          f"worker-{index}.log", host=host)
+
+    def make_worker_hosts(self) -> None:
+        """Two worker hosts (network namespaces) where the mode and root allow; else loopback."""
+        if self.hosts_mode == "loopback":
+            return
+        try:
+            self.worker_hosts = make_worker_hosts(2)
+        except HostsUnavailable as err:
+            if self.hosts_mode == "namespaces":
+                raise
+            self.hosts_used = f"loopback (no worker hosts: {err})"
+            log.info("soak: %s", self.hosts_used)
+            return
+        database = urlparse(self.postgres)
+        self.relays = [Relay(host.host_address, (database.hostname, database.port or 5432))
+                       for host in self.worker_hosts]
+        self.hosts_used = "worker hosts: " + ", ".join(
+            f"{host.hostname} at {host.worker_address}" for host in self.worker_hosts)
 
     def supervise_workers(self) -> None:
         """Restart a sweep process that died; once both ended well, the study is full: next study."""
@@ -168,6 +216,7 @@ class Soak:
 
         for url in (self.optuna_db, self.mlflow_db):
             create_database_if_missing(url)
+        self.make_worker_hosts()
         self.start_tracking_server()
         for name, role in (("soak-trainer", "trainer"), ("soak-reader", "reader")):
             done = self._cli(["user", "--name", name, "--role", role, *self.overrides], "admin",
@@ -195,6 +244,10 @@ class Soak:
         for process in [*self.workers, self.serve, self.server]:
             if process is not None:
                 stop_process_group(process, grace_seconds=30)
+        for relay in self.relays:
+            relay.stop()
+        for host in self.worker_hosts:
+            host.remove()
         with psycopg.connect(f"{self.postgres}/postgres", autocommit=True) as admin:
             for url in (self.optuna_db, self.mlflow_db, f"{self.mlflow_db}_users"):
                 admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
@@ -225,8 +278,9 @@ class Soak:
 
     def chaos(self) -> None:
         rng = random.Random(self.tag)
+        faults = (*CHAOS, PARTITION) if self.worker_hosts else CHAOS
         while not self.stop.wait(rng.uniform(60, 120)):
-            fault = rng.choice(CHAOS)
+            fault = rng.choice(faults)
             self._event(fault)
             outcome = self._safely(lambda: self._inflict(fault, rng))  # noqa: B023 - called at once
             if outcome is not None:
@@ -239,6 +293,13 @@ class Soak:
                 os.killpg(victim.pid, signal.SIGKILL)  # the supervisor restarts it
         elif fault == CHAOS[1]:
             self._cut_database_connections()
+        elif fault == PARTITION:
+            host = rng.choice(self.worker_hosts)
+            host.set_link(False)  # as a pulled cable: connections stall, nothing is told
+            try:
+                self.stop.wait(rng.uniform(10, 20))  # within sweep.grace_period: the worker's trial lives on
+            finally:
+                host.set_link(True)
         else:
             os.killpg(self.server.pid, signal.SIGKILL)  # no goodbye: as a crashed machine would
             self.server.wait(timeout=30)
@@ -343,6 +404,7 @@ class Soak:
         from sentiment.data import load_test_reviews
 
         self.began = time.monotonic()
+        self.dir = Path(tempfile.mkdtemp(prefix="sentiment-soak-"))
         cfg = load_config(self.overrides)
         self.model_name = cfg.tracking.model_name
         reviews = load_test_reviews(cfg).texts
@@ -351,7 +413,8 @@ class Soak:
                 self._soak(reviews)
             finally:
                 self.teardown()
-        report = {"machine": machine_info(), "minutes": self.minutes, "overrides": self.overrides,
+        report = {"machine": machine_info(), "minutes": self.minutes, "hosts": self.hosts_used,
+                  "overrides": self.overrides,
                   "events": self.events, "checks": self.minutes_checked, "worker_restarts": self.restarts,
                   "good_requests": dict(self.tally.good), "hostile_requests": dict(self.tally.hostile),
                   "hostile_not_one_line": self.tally.bad_bodies[:10], "versions_answering": dict(self.tally.versions),
@@ -397,7 +460,7 @@ def _answering_version(reply: requests.Response) -> str | None:
 
 
 def format_soak_report(report: dict) -> str:
-    lines = [f"soak: {report['minutes']} min, worker restarts {report['worker_restarts']}, "
+    lines = [f"soak: {report['minutes']} min, {report['hosts']}, worker restarts {report['worker_restarts']}, "
              f"good requests {report['good_requests']}, hostile {report['hostile_requests']}, "
              f"versions answering {report['versions_answering']}",
              "events: " + "; ".join(f"{e['t_s']:.0f} s {e['event']}" for e in report["events"])]
