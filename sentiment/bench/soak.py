@@ -278,9 +278,12 @@ class Soak:
 
     def chaos(self) -> None:
         rng = random.Random(self.tag)
-        faults = (*CHAOS, PARTITION) if self.worker_hosts else CHAOS
+        kinds = [*CHAOS, PARTITION] if self.worker_hosts else list(CHAOS)
+        order: list[str] = []
         while not self.stop.wait(rng.uniform(60, 120)):
-            fault = rng.choice(faults)
+            if not order:  # each kind once, in a shuffled order, before any comes again
+                order = rng.sample(kinds, len(kinds))
+            fault = order.pop()
             self._event(fault)
             outcome = self._safely(lambda: self._inflict(fault, rng))  # noqa: B023 - called at once
             if outcome is not None:
