@@ -61,7 +61,7 @@ def browser(tmp_path):
     driver.quit()
 
 
-def _wait_for_text(driver, text: str, seconds: float = 60):
+def _wait_for_text(driver, text: str, seconds: float = 120):  # pages of a UI server on loaded cores
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
