@@ -137,26 +137,27 @@ class Relay:
                 sink.sendall(data)
         except OSError:
             pass
-        finally:
-            for end in (source, sink):
-                with self._lock:
-                    self._open.discard(end)
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                end.close()
+        finally:  # one side gone: the connection is over for both
+            with self._lock:
+                self._open.difference_update((source, sink))
+            _close(source)
+            _close(sink)
 
     def stop(self) -> None:
         self._listener.close()
         with self._lock:
             ends, self._open = list(self._open), set()
         for end in ends:
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
+            _close(end)
+
+
+def _close(end: socket.socket) -> None:
+    """Shut down (waking a thread blocked in recv on it) and close; already closed is fine."""
+    try:
+        end.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    end.close()
 
 
 def make_worker_hosts(count: int) -> list[WorkerHost]:

@@ -171,9 +171,10 @@ class Soak:
         if not self.worker_hosts:
             return self.study_overrides()
         host, relay = self.worker_hosts[index], self.relays[index]
-        database = urlparse(self.optuna_db)._replace(netloc=f"{urlparse(self.optuna_db).username}@{relay.address}:{relay.port}")
+        study_database = urlparse(self.optuna_db)
+        through_relay = study_database._replace(netloc=f"{study_database.username}@{relay.address}:{relay.port}")
         return self.study_overrides([*self.caller_overrides, f"tracking.uri=http://{host.host_address}:{self.port}",
-                                     "tracking.allow_plain_http=true", f"sweep.storage={urlunparse(database)}"])
+                                     "tracking.allow_plain_http=true", f"sweep.storage={urlunparse(through_relay)}"])
 
     def start_worker(self, index: int) -> None:
         host = self.worker_hosts[index] if self.worker_hosts else None
