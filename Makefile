@@ -34,7 +34,7 @@ export REVIEW_FILE := $(value FILE)
 PREDICT_FLAGS := $(if $(value TEXT),--text "$$REVIEW_TEXT",) $(if $(value FILE),--file "$$REVIEW_FILE",)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint sweep train promote rollback reproduce predict serve test test-fast bench bench-serve soak levers ui server user dashboard clean
+.PHONY: help install lock lint sweep train promote rollback reproduce distil predict serve test test-fast bench bench-serve soak levers ui server user dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -91,7 +91,10 @@ test-fast: $(STAMP) ## the edit loop: unit tests on tiny data, no sweeps, server
 bench: $(STAMP) ## benchmark: data, throughput, memory, engine race (PRESET=small|full, BUDGET=s, CONTESTANTS="a b")
 	$(BIN)/python -m sentiment bench --preset $(or $(PRESET),small) $(if $(BUDGET),--budget $(BUDGET),) $(if $(CONTESTANTS),--contestants $(CONTESTANTS),)
 
-bench-serve: $(STAMP) ## benchmark `make serve` on @champion: latency, throughput, memory (SECONDS=60 per scenario)
+distil: $(STAMP) ## one model trained on a version's probabilities (VERSION=n, default @champion), registered @distilled
+	$(BIN)/python -m sentiment distil $(EXP_FLAG) $(if $(VERSION),distil.teacher=$(VERSION),) $(ARGS)
+
+bench-serve: $(STAMP) ## benchmark `make serve` on @champion (ARGS="serve.alias=distilled"): latency, throughput, memory (SECONDS=60 per scenario)
 	$(BIN)/python -m sentiment bench-serve $(if $(SECONDS),--seconds $(SECONDS),) $(EXP_FLAG) $(ARGS)
 
 soak: $(STAMP) ## the whole system under faults for MINUTES=10 on PostgreSQL: 2 workers (HOSTS=auto|namespaces|loopback), logins, serve, chaos (not a test)

@@ -118,9 +118,14 @@ def _stored(run) -> Baseline | None:
                     run.data.metrics.get("val_accuracy", float("nan")), probability)
 
 
-def ngram_model(experiment_id: str, study: str) -> keras.Model:
-    """The study's NBSVM (engines.STACKED_BASELINE) as a raw-text Keras model (text -> logit): the n-gram half of a stack."""
+def stacked_baseline_run(experiment_id: str, study: str):
+    """The study's NBSVM run (engines.STACKED_BASELINE): the n-gram half of a stack."""
     run = find_baseline_run(experiment_id, study, STACKED_BASELINE)
     if run is None:
         raise LookupError(f"study {study} has no {STACKED_BASELINE} baseline run: add it to baseline.models")
-    return tracking.load_keras_model(run.info.run_id)
+    return run
+
+
+def ngram_model(experiment_id: str, study: str) -> keras.Model:
+    """The study's NBSVM as a raw-text Keras model (text -> logit)."""
+    return tracking.load_keras_model(stacked_baseline_run(experiment_id, study).info.run_id)

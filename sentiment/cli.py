@@ -29,11 +29,12 @@ COMMANDS_HELP = {
     "reproduce": "retrain a registered version (--version, default @champion) from its runs and compare the rebuild",
     "predict": "label reviews with models:/<model_name>@champion",
     "bench": "throughput, memory and a time-to-accuracy race of search engines",
-    "bench-serve": "latency and throughput of `make serve` on @champion over HTTP",
+    "distil": "train one model on a registered version's probabilities (distil.teacher, default @champion); register it",
+    "bench-serve": "latency and throughput of `make serve` on @champion (serve.alias) over HTTP",
     "soak": "the whole system under faults for --minutes: workers, a server with logins, serve, promotions",
     "levers": "val and test accuracy per searched choice and final-model lever of a finished study",
     "ui": "print the runs-table URL and start the MLflow UI on the configured store",
-    "serve": "serve models:/<model_name>@champion over REST (mlflow models serve)",
+    "serve": "serve models:/<model_name>@champion (or serve.alias) over REST (mlflow models serve)",
     "dashboard": "start optuna-dashboard on the configured study storage",
     "server": "MLflow tracking server; authentication on for any address beyond 127.0.0.1",
     "user": "add a user to the tracking server (as its admin): reader or trainer",
@@ -225,6 +226,19 @@ def cmd_predict(args, cfg) -> int:
     return 0
 
 
+def cmd_distil(args, cfg) -> int:
+    from sentiment import tracking
+    from sentiment.distil import describe, distil
+
+    result = distil(cfg)
+    done = "found (registered earlier)" if result.reused else f"registered in {result.seconds / 60:.1f} min"
+    print(f"{result.model_name} version {result.student}: the student of version {result.teacher}, {done}, "
+          f"@{cfg.distil.alias}")
+    print(describe(result))
+    print(f"runs: {tracking.runs_table_url(cfg.tracking.uri, tracking.connect(cfg.tracking))}  (make ui)")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from sentiment.bench.race import format_report, run_bench
 
@@ -272,17 +286,19 @@ def cmd_serve(args, cfg) -> int:
 
     from sentiment import tracking
     from sentiment.registry import server, versions
-    from sentiment.registry.predict import champion_uri
+    from sentiment.registry.predict import alias_uri
 
-    model = champion_uri(cfg)
-    version = versions.alias_version(cfg.tracking.model_name, versions.CHAMPION).version
+    alias = cfg.serve.alias
+    model = alias_uri(cfg, alias)
+    version = versions.alias_version(cfg.tracking.model_name, alias).version
     with tracking.artifacts_of(f"{model} (version {version})", tracking.REGISTERED_GONE_FIX):
         local = mlflow.artifacts.download_artifacts(f"models:/{cfg.tracking.model_name}/{version}")
     reload = cfg.serve.reload_seconds
     os.environ.update({scoring_server._SERVER_MODEL_PATH: local, server.MODEL_ENV: cfg.tracking.model_name,
                        server.VERSION_ENV: str(version), server.RELOAD_ENV: "" if reload is None else str(reload),
+                       server.ALIAS_ENV: alias,
                        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()})
-    follows = f", following @{versions.CHAMPION} every {reload} s" if reload is not None else ""
+    follows = f", following @{alias} every {reload} s" if reload is not None else ""
     print(f"serving {model} (version {version}{follows}) on http://127.0.0.1:{args.port}/invocations", flush=True)
     return _exec("uvicorn", "--factory", "sentiment.registry.server:create_app", "--host", "127.0.0.1",
                  "--port", str(args.port), "--workers", "1", "--no-access-log")
@@ -334,7 +350,7 @@ def _tool(tool: str) -> str:
 
 
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "promote": cmd_promote, "rollback": cmd_rollback,
-            "reproduce": cmd_reproduce,
+            "reproduce": cmd_reproduce, "distil": cmd_distil,
             "predict": cmd_predict, "ui": cmd_ui, "serve": cmd_serve, "dashboard": cmd_dashboard,
             "bench-serve": cmd_bench_serve, "soak": cmd_soak, "levers": cmd_levers, "user": cmd_user}
 

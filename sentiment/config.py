@@ -34,7 +34,7 @@ EXTENSIBLE_PREFIXES = ("sweep.space.",)
 MODEL_GROUPS = ("data", "model", "regularizer", "train")
 # Where things live, how long to run, what to do with the result: never what is trained or
 # searched. A study resumes across changes to them, and runs do not log them as params.
-OPERATIONAL_GROUPS = ("tracking", "promote", "baseline", "serve")
+OPERATIONAL_GROUPS = ("tracking", "promote", "baseline", "serve", "distil")
 OPERATIONAL_KEYS = ("sweep.n_trials", "sweep.timeout", "sweep.storage", "sweep.keras_tuner_dir",
                     "sweep.warm_start", "sweep.warm_start_storage", "sweep.warm_start_k",
                     "sweep.final", "sweep.ensemble_size", "sweep.ensemble_noise_widths", "sweep.refit", "sweep.calibrate",
@@ -250,6 +250,7 @@ def _validate_sweep(cfg: DictConfig) -> None:
     _validate_heartbeat(cfg)
     _validate_baselines(cfg)
     _validate_tracking(cfg)
+    _validate_distil(cfg)
     for name, spec in sweep.space.items():
         _validate_dimension(cfg, f"sweep.space.{name}", spec)
 
@@ -266,6 +267,18 @@ def _validate_tracking(cfg: DictConfig) -> None:
     reload = cfg.serve.reload_seconds
     _check(reload is None or (_is_number(reload) and reload > 0), "serve.reload_seconds", reload,
            "null (never) or a number of seconds > 0")
+    _check(isinstance(cfg.serve.alias, str) and bool(cfg.serve.alias), "serve.alias", cfg.serve.alias,
+           "an alias of the registered model, e.g. champion")
+
+
+def _validate_distil(cfg: DictConfig) -> None:
+    teacher = cfg.distil.teacher
+    _check(teacher is None or (_is_int(teacher) and teacher >= 1), "distil.teacher", teacher,
+           "null (@champion) or a version number >= 1")
+    weight = cfg.distil.teacher_weight
+    _check(_is_number(weight) and 0 <= weight <= 1, "distil.teacher_weight", weight, "a number in [0, 1]")
+    _check(isinstance(cfg.distil.alias, str) and bool(cfg.distil.alias), "distil.alias", cfg.distil.alias,
+           "an alias name such as distilled")
 
 
 def _validate_baselines(cfg: DictConfig) -> None:

@@ -16,7 +16,9 @@ sample, carried over to the recipe trained on a quarter more reviews.
 With sweep.final=stack, the LSTM part (chosen as for an ensemble) and the study's NBSVM baseline
 (fitted on the training split) are combined by a logistic regression on their two logits, fitted
 on validation (model_code.Stack): the two make different mistakes (word order vs. exact phrases),
-and the fit also does calibration's job, so the stack replaces it.
+and the fit also does calibration's job, so the stack replaces it. With sweep.refit the stack serves
+an NBSVM fitted again on train+val beside the refit LSTM part, its weights the ones fitted on the
+training-split models' validation logits (as calibration carries over to refit members).
 The result is one raw-text Keras model (vectorizer inside), so serving and `make predict` stay
 the same for one member or more.
 """
@@ -24,16 +26,19 @@ the same for one member or more.
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import keras
 import mlflow
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from sklearn.linear_model import LogisticRegression
 
 from sentiment import baseline, tracking
 from sentiment.config import OBJECTIVE_METRICS, apply_sample, maximizes
+from sentiment.engines import BASELINES, STACKED_BASELINE
 from sentiment.metrics import classification_metrics
 from sentiment.model import calibrated, end_to_end, ensemble, stacked
 from sentiment.model_code import Calibration, Stack
@@ -62,6 +67,7 @@ class FinalModel:
     choice: str = ""                   # why these members, in a sentence (summary.md)
     stack: Stack | None = None         # the stacking fitted on validation (inside text_model too)
     lstm_test_probability: np.ndarray | None = None  # a stack's LSTM part alone on test, reported beside it
+    ngram_run_id: str | None = None    # the run of the NBSVM a stack serves (the study's, or its refit)
 
     @property
     def kind(self) -> str:
@@ -153,21 +159,26 @@ def build_final_model(cfg: DictConfig, candidates: list[BestTrial], data: Tokeni
     final = FinalModel(candidates, candidates[:n], ensemble(text_models), np.mean(val[:n], axis=0),
                        np.mean(test, axis=0), data.y_test, refit=bool(cfg.sweep.refit), choice=choice)
     if cfg.sweep.final == "stack":
-        return stack(final, baseline.ngram_model(experiment_id, cfg.sweep.study_name), data)
+        fitted = baseline.stacked_baseline_run(experiment_id, cfg.sweep.study_name)
+        served = refit_ngram(cfg, data, fitted) if cfg.sweep.refit else fitted
+        return stack(final, tracking.load_keras_model(fitted.info.run_id), data,
+                     served=(tracking.load_keras_model(served.info.run_id), served.info.run_id))
     return calibrate(final, data.y_val) if cfg.sweep.calibrate else final
 
 
 # The fitted head of a registered version, as its tags: written at registration, read back by
 # `make reproduce` (registry.reproduce) to rebuild the version.
 STACK_TAGS = ("stack_lstm_weight", "stack_ngram_weight", "stack_intercept")
+STACK_NGRAM_RUN_TAG = "stack_ngram_run_id"  # the run whose NBSVM the stack serves (absent: the study's)
 CALIBRATION_TAGS = ("calibration_slope", "calibration_intercept")
 
 
-def head_tags(final: FinalModel) -> dict[str, float]:
+def head_tags(final: FinalModel) -> dict[str, float | str]:
     """The final model's fitted head (its stack or its Platt scaling) as version tags."""
     if final.stack is not None:
         values = (final.stack.lstm_weight, final.stack.ngram_weight, final.stack.intercept)
-        return dict(zip(STACK_TAGS, values, strict=True))
+        served = {STACK_NGRAM_RUN_TAG: final.ngram_run_id} if final.ngram_run_id else {}
+        return {**dict(zip(STACK_TAGS, values, strict=True)), **served}
     if final.calibration is None:
         return {}
     return dict(zip(CALIBRATION_TAGS, (final.calibration.slope, final.calibration.intercept), strict=True))
@@ -194,18 +205,22 @@ def fit_stack(labels: np.ndarray, probability: np.ndarray, ngram_logits: np.ndar
     return Stack(float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0]), name="stack")
 
 
-def stack(final: FinalModel, ngram: keras.Model, data: TokenizedData) -> FinalModel:
+def stack(final: FinalModel, ngram: keras.Model, data: TokenizedData,
+          served: tuple[keras.Model, str] | None = None) -> FinalModel:
     """The LSTM final model stacked with the n-gram model: weights fitted on the validation
-    reviews (the LSTM part's trial models', as for calibration), test scored once."""
+    reviews (the LSTM part's trial models' and the training-split n-gram model's, as for
+    calibration), test scored once with the n-gram model `served` (model, run id): the refit one
+    beside refit members, else `ngram` itself."""
     reviews = data.reviews.get()
-    val_logits, test_logits = (ngram_logit(ngram, split.texts) for split in (reviews.val, reviews.test))
+    served_model, served_run_id = served if served is not None else (ngram, None)
+    val_logits, test_logits = ngram_logit(ngram, reviews.val.texts), ngram_logit(served_model, reviews.test.texts)
     layer = fit_stack(data.y_val, final.val_probability, val_logits)
     log.info("stack on validation: %.3f x LSTM logit + %.3f x nbsvm logit + %.3f", layer.lstm_weight,
              layer.ngram_weight, layer.intercept)
-    return FinalModel(final.candidates, final.members, stacked(final.text_model, ngram, layer),
+    return FinalModel(final.candidates, final.members, stacked(final.text_model, served_model, layer),
                       layer.scale(final.val_probability, val_logits), layer.scale(final.test_probability, test_logits),
                       final.test_labels, refit=final.refit, choice=final.choice, stack=layer,
-                      lstm_test_probability=final.test_probability)
+                      lstm_test_probability=final.test_probability, ngram_run_id=served_run_id)
 
 
 def fit_calibration(labels: np.ndarray, probability: np.ndarray) -> Calibration:
@@ -229,20 +244,50 @@ def refit_member(member_cfg: DictConfig, data: TokenizedData, member: BestTrial)
     """The member's config trained on train+val for its trial's best epoch count, in a nested
     `refit` run beside the trials. A refit that finished earlier (a sweep cut off before it
     registered) is reused rather than trained again."""
-    done = tracking.find_runs(tracking.REFIT, {REFIT_OF_TAG: member.run_id}, finished=True, max_results=1)
-    if done:
-        log.info("reusing refit run %s of trial %s", done[0].info.run_id, member.trial_id)
-        return tracking.load_keras_model(done[0].info.run_id)
+    done = _finished_refit(member.run_id)
+    if done is not None:
+        log.info("reusing refit run %s of trial %s", done.info.run_id, member.trial_id)
+        return tracking.load_keras_model(done.info.run_id)
     epochs = int(mlflow.get_run(member.run_id).data.metrics["best_epoch"])
     name = f"refit-{member.trial_id}"
     log.info("%s: training trial %s's config on train+val for %d epochs", name, member.trial_id, epochs)
-    mlflow.start_run(run_name=name, nested=True, tags={tracking.ROLE_TAG: tracking.REFIT, REFIT_OF_TAG: member.run_id})
-    try:
-        mlflow.log_params({**tracking.config_params(member_cfg), "refit.epochs": epochs})
+    with _refit_run(name, member.run_id, {**tracking.config_params(member_cfg), "refit.epochs": epochs}):
         model = refit(member_cfg, data, epochs, callbacks=[tracking.EpochMetricsCallback(), EpochLog(name)])
         tracking.log_keras_model(model)
+    return model
+
+
+def refit_ngram(cfg: DictConfig, data: TokenizedData, fitted):
+    """The study's NBSVM baseline run `fitted`, fitted again on train+val in a nested `refit` run
+    (or the one an earlier sweep finished); returns that run."""
+    done = _finished_refit(fitted.info.run_id)
+    if done is not None:
+        log.info("reusing refit run %s of the %s baseline", done.info.run_id, STACKED_BASELINE)
+        return done
+    reviews, params = data.reviews.get(), cfg.baseline[STACKED_BASELINE]
+    texts, labels = reviews.train.texts + reviews.val.texts, np.concatenate([reviews.train.labels, reviews.val.labels])
+    log.info("refit-%s: fitting the stack's n-gram half on train+val (%d reviews)", STACKED_BASELINE, len(texts))
+    with _refit_run(f"refit-{STACKED_BASELINE}", fitted.info.run_id, dict(OmegaConf.to_container(params))) as run:
+        start = time.perf_counter()
+        model = BASELINES[STACKED_BASELINE](texts, labels, params).keras_model
+        mlflow.log_metric("fit_seconds", time.perf_counter() - start)
+        tracking.log_keras_model(model)
+    return mlflow.get_run(run.info.run_id)
+
+
+def _finished_refit(of_run_id: str):
+    done = tracking.find_runs(tracking.REFIT, {REFIT_OF_TAG: of_run_id}, finished=True, max_results=1)
+    return done[0] if done else None
+
+
+@contextmanager
+def _refit_run(name: str, of_run_id: str, params: dict):
+    """A nested `refit` run of run `of_run_id`: FINISHED when its body returns, FAILED with the error if not."""
+    run = mlflow.start_run(run_name=name, nested=True, tags={tracking.ROLE_TAG: tracking.REFIT, REFIT_OF_TAG: of_run_id})
+    try:
+        mlflow.log_params(params)
+        yield run
     except BaseException as err:
         tracking.end_run("FAILED", {"error": f"{type(err).__name__}: {err}"[:5000]})
         raise
     tracking.end_run("FINISHED")
-    return model

@@ -42,11 +42,13 @@ def build_model(cfg: DictConfig, vocab_size: int, embeddings: np.ndarray | None 
         model = keras.Model(tokens, _classifier(cfg, x), name=MODEL_NAME)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate(cfg.train, steps_per_epoch),
                                       **optimizer_options(cfg.train.ema_momentum))
-    return _compiled(model, optimizer)
+    return compiled(model, optimizer)
 
 
-def _compiled(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.Model:
-    model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
+def compiled(model: keras.Model, optimizer: keras.optimizers.Optimizer, metrics: list | None = None) -> keras.Model:
+    """The model compiled for binary cross-entropy, with accuracy and AUC unless `metrics` says otherwise."""
+    model.compile(optimizer=optimizer, loss="binary_crossentropy",
+                  metrics=metrics or ["accuracy", keras.metrics.AUC(name="auc")])
     return model
 
 
@@ -55,7 +57,7 @@ def plain_model(model: keras.Model) -> keras.Model:
     trained one without its training step (so nothing of it is saved)."""
     if not isinstance(model, AdversarialTraining):
         return model
-    return _compiled(keras.Model(model.inputs, model.outputs, name=model.name), model.optimizer)
+    return compiled(keras.Model(model.inputs, model.outputs, name=model.name), model.optimizer)
 
 
 def _classifier(cfg: DictConfig, x):

@@ -172,7 +172,7 @@ def runs_table_url(tracking_uri: str, experiment_id: str, ui: str = "http://127.
 # --- what a run is: its `role` tag, and finding runs by it -------------------------------------
 
 ROLE_TAG = "role"
-SWEEP, TRIAL, BASELINE, REFIT, TRAIN = "sweep", "trial", "baseline", "refit", "train"  # its values
+SWEEP, TRIAL, BASELINE, REFIT, TRAIN, DISTIL = "sweep", "trial", "baseline", "refit", "train", "distil"  # its values
 STUDY_TAG = "sweep.study"  # the study a sweep, or its baseline, belongs to
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
@@ -30,10 +31,14 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None) -> TrainResult:
+def train(cfg: DictConfig, data: TokenizedData, callbacks: list | None = None,
+          prepare: Callable[[keras.Model], keras.Model] | None = None) -> TrainResult:
     """Fit with early stopping (best weights restored) and score the result. The epoch is chosen
-    by the validation metric the search optimizes (sweep.objective): one measure picks both."""
+    by the validation metric the search optimizes (sweep.objective): one measure picks both.
+    `prepare` may recompile the fresh model before it is fitted (distil: metrics for soft targets)."""
     model = fresh_model(cfg, data, n_reviews=len(data.x_train))
+    if prepare is not None:
+        model = prepare(model)
     monitor, maximize = cfg.sweep.objective, maximizes(cfg.sweep.objective)
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode="max" if maximize else "min",
                                             patience=cfg.train.early_stopping_patience, restore_best_weights=True)

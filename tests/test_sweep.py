@@ -188,6 +188,47 @@ def test_a_stacked_final_model_serves_the_stack_of_its_lstm_part_and_the_nbsvm_b
     assert "The LSTM part alone (test): accuracy" in summary
 
 
+def test_a_refit_stack_serves_the_nbsvm_refit_on_train_plus_val_with_weights_fitted_out_of_sample(imdb_dir, tmp_path):
+    from sentiment.baseline import stacked_baseline_run
+    from sentiment.final_model import STACK_NGRAM_RUN_TAG, fit_stack
+    from sentiment.model import end_to_end
+    from sentiment.model_code import Stack
+    from sentiment.nbsvm import ngram_logit
+    from sentiment.tokens import make_vectorizer
+    from sentiment.train import predict_proba
+
+    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=stack", "sweep.refit=true"])
+    result = run_sweep(cfg)
+    version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
+    fitted = stacked_baseline_run(result.experiment_id, cfg.sweep.study_name)
+    served_ngram = MlflowClient().get_run(version.tags[STACK_NGRAM_RUN_TAG])
+    assert served_ngram.data.tags["role"] == "refit" and served_ngram.data.tags["refit.of"] == fitted.info.run_id
+    data = load_data(cfg)
+    reviews = data.reviews.get()
+    assert int(served_ngram.data.params["min_df"]) == cfg.baseline.nbsvm.min_df
+    # The weights: fitted on what the training-split models say about validation ...
+    members = version.tags["member_run_ids"].split(",")
+    trial_val = np.mean([predict_proba(tracking.load_keras_model(run_id), data.x_val, cfg.data.bucket_boundaries)
+                         for run_id in members], axis=0)
+    expected = fit_stack(data.y_val, trial_val, ngram_logit(tracking.load_keras_model(fitted.info.run_id), reviews.val.texts))
+    layer = Stack(*(float(version.tags[f"stack_{k}"]) for k in ("lstm_weight", "ngram_weight", "intercept")))
+    assert layer.ngram_weight == pytest.approx(expected.ngram_weight, rel=1e-4)
+    # ... and served on the refit models: the NBSVM that saw the validation reviews scores them
+    # differently from the one that did not.
+    refit_ngram = tracking.load_keras_model(served_ngram.info.run_id)
+    assert not np.allclose(ngram_logit(refit_ngram, reviews.val.texts[:20]),
+                           ngram_logit(tracking.load_keras_model(fitted.info.run_id), reviews.val.texts[:20]))
+    texts = ["great wonderful<br />film", "awful boring mess", "the plot was a story"]
+    refits = {run.data.tags["refit.of"]: run.info.run_id for run in mlflow.search_runs(
+        search_all_experiments=True, output_format="list", filter_string="tags.role = 'refit'")}
+    vectorizer = make_vectorizer(cfg.data, data.vocabulary)
+    lstm = np.mean([np.asarray(end_to_end(tracking.load_keras_model(refits[m]), vectorizer)(
+        tf.constant(texts)[:, tf.newaxis])).reshape(-1) for m in members], axis=0)
+    served = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{result.registered_version}")
+    got = served.predict(pd.DataFrame({"text": texts}))["probability"].to_numpy()
+    assert got == pytest.approx(layer.scale(lstm, ngram_logit(refit_ngram, texts)), abs=1e-5)
+
+
 def test_a_missing_warm_start_study_is_refused_before_any_data_is_read(imdb_dir, tmp_path, monkeypatch):
     cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.warm_start=nope"])
     read = []

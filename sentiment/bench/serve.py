@@ -107,7 +107,7 @@ def bench_serve(cfg: DictConfig, overrides: list[str], seconds: float = 60.0) ->
     port = free_port()
     server = start_server(overrides, port)
     url = f"http://127.0.0.1:{port}"
-    report = {"machine": machine_info(), "model": f"models:/{cfg.tracking.model_name}@champion",
+    report = {"machine": machine_info(), "model": f"models:/{cfg.tracking.model_name}@{cfg.serve.alias}",
               "seconds_per_scenario": seconds, "scenarios": {}}
     try:
         run_scenario(url, reviews, 1, 1, 3)  # warm the connection pool and the server

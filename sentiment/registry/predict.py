@@ -39,17 +39,19 @@ def collect_reviews(texts: list[str], file: str | None, stdin: bytes | None) -> 
     return reviews
 
 
-def champion_uri(cfg: DictConfig) -> str:
-    """models:/<name>@champion, after checking the store answers and the alias exists."""
+def alias_uri(cfg: DictConfig, alias: str = versions.CHAMPION) -> str:
+    """models:/<name>@<alias>, after checking the store answers and the alias exists."""
     tracking.connect(cfg.tracking)
     name = cfg.tracking.model_name
-    if versions.alias_version(name, versions.CHAMPION) is None:
-        raise PredictError(f"{name} has no @champion yet: run `make promote` after `make sweep`")
-    return f"models:/{name}@{versions.CHAMPION}"
+    if versions.alias_version(name, alias) is None:
+        fix = ("run `make promote` after `make sweep`" if alias == versions.CHAMPION
+               else "run `make distil`, or serve another alias")
+        raise PredictError(f"{name} has no @{alias} yet: {fix}")
+    return f"models:/{name}@{alias}"
 
 
 def load_champion(cfg: DictConfig):
-    uri = champion_uri(cfg)
+    uri = alias_uri(cfg)
     with tracking.artifacts_of(uri, tracking.REGISTERED_GONE_FIX):
         return mlflow.pyfunc.load_model(uri)
 

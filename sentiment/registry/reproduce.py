@@ -8,7 +8,8 @@ again. The reviews must be the ones the version recorded (its data.<split>_diges
 trains as its trial did (train(), capped at the epochs its trial trained, which a sweep.timeout
 may have cut short), or as its refit did (refit() for the trial's best epoch count) when the
 version was refit. The version's fitted head (Platt scaling or stack weights, its tags) is applied
-as recorded, and a stack's n-gram half is the study's logged NBSVM: what is retrained is what
+as recorded, and a stack's n-gram half is the NBSVM run it recorded (the study's, or its refit on
+train+val): what is retrained is what
 carries the randomness, the LSTMs.
 
 The result is the prediction agreement and the paired accuracy difference (metrics.paired_accuracy)
@@ -33,7 +34,7 @@ from sentiment import baseline, tracking
 from sentiment.config import apply_sample
 from sentiment.data import ReviewSplits
 from sentiment.errors import TrackingError
-from sentiment.final_model import recorded_head
+from sentiment.final_model import STACK_NGRAM_RUN_TAG, recorded_head
 from sentiment.lineage import digest_tags, disagreeing_splits
 from sentiment.metrics import PairedComparison, classification_metrics, paired_accuracy
 from sentiment.model_code import Calibration, Stack
@@ -181,8 +182,9 @@ def apply_head(tags: dict[str, str], probability: np.ndarray, texts: list[str], 
     """The version's recorded head (final_model.recorded_head) on the members' mean: its description and output."""
     head = recorded_head(tags)
     if isinstance(head, Stack):
-        ngram = baseline.ngram_model(experiment_id, tags["study"])
-        return "stack with the study's NBSVM (recorded weights)", head.scale(probability, ngram_logit(ngram, texts))
+        served = tags.get(STACK_NGRAM_RUN_TAG)  # absent on versions registered before it was recorded
+        ngram = tracking.load_keras_model(served) if served else baseline.ngram_model(experiment_id, tags["study"])
+        return "stack with its NBSVM (recorded weights)", head.scale(probability, ngram_logit(ngram, texts))
     if isinstance(head, Calibration):
         return "Platt scaling (recorded slope and intercept)", head.scale(probability)
     return "none (the members' mean)", probability

@@ -246,6 +246,7 @@ def _error(response_class, err: BadRequest, headers: dict[str, str] | None = Non
 
 # What `sentiment serve` hands the uvicorn process it starts (cli.cmd_serve).
 MODEL_ENV, VERSION_ENV, RELOAD_ENV = "SENTIMENT_SERVE_MODEL", "SENTIMENT_SERVE_VERSION", "SENTIMENT_SERVE_RELOAD_SECONDS"
+ALIAS_ENV = "SENTIMENT_SERVE_ALIAS"  # the alias followed (serve.alias); unset: @champion
 VERSION_COLUMN = "model_version"
 
 
@@ -309,5 +310,6 @@ def create_app():
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])
     reload = os.environ.get(RELOAD_ENV)
-    follower = ChampionFollower(os.environ[MODEL_ENV], model, os.environ[VERSION_ENV], float(reload) if reload else None)
+    follower = ChampionFollower(os.environ[MODEL_ENV], model, os.environ[VERSION_ENV], float(reload) if reload else None,
+                                alias=os.environ.get(ALIAS_ENV) or versions.CHAMPION)
     return BodyLimit(guard(scoring_server.init(follower)))

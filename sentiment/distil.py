@@ -1,0 +1,200 @@
+"""`make distil`: one BiLSTM (the configured model) trained to say what a registered version says.
+
+The teacher (distil.teacher, default @champion) is scored as it is served on the training
+reviews; the student trains on a mix of its probability and the label (distil.teacher_weight)
+with early stopping on the validation labels, as every trial does (train.train), is Platt-scaled
+on validation like the final models (final_model.fit_calibration), scored on the test reviews
+once and registered as a version of its own, tagged with the version it learned from, its
+figures beside the teacher's (a paired comparison on the same test reviews) and the alias
+distil.alias. Serving it costs one model: `make bench-serve ARGS="serve.alias=<distil.alias>"`.
+
+The teacher has trained on the training reviews, so it is surer of them than of new ones; what
+the student gains over the labels is the teacher's ranking of easy and hard reviews.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import keras
+import mlflow
+import numpy as np
+from keras import ops
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from sentiment import tracking
+from sentiment.errors import ConfigError
+from sentiment.final_model import CALIBRATION_TAGS, fit_calibration
+from sentiment.lineage import digest_tags, disagreeing_splits
+from sentiment.metrics import PairedComparison, accuracy_interval, classification_metrics, paired_accuracy
+from sentiment.model import calibrated, compiled, end_to_end
+from sentiment.registry import behaviour, versions
+from sentiment.registry.promote import version_scorer
+from sentiment.search.trial import EpochLog
+from sentiment.tokens import TokenizedData, load_data, make_vectorizer
+from sentiment.train import predict_proba, train
+
+log = logging.getLogger(__name__)
+
+DISTILLED_FROM_TAG = "distilled_from"  # a student's version tag: the teacher's version number
+
+
+@dataclass
+class Distillation:
+    model_name: str
+    teacher: str                   # version numbers
+    student: str
+    student_test: dict[str, float]
+    teacher_test: dict[str, float]
+    comparison: PairedComparison   # student minus teacher, review by review on the test split
+    test_interval: tuple[float, float]  # the student's test accuracy, 95 % Wilson interval
+    seconds: float
+    reused: bool = False           # the student was registered by an earlier run: nothing trained
+
+
+class OnHardTargets:
+    """A metric scored against the target rounded to a label: on the training batches that is the
+    teacher's side of 0.5 (Keras's accuracy and AUC expect 0/1 targets); validation labels are 0/1 already."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(ops.round(y_true), y_pred, sample_weight)
+
+
+class HardTargetAccuracy(OnHardTargets, keras.metrics.BinaryAccuracy):
+    pass
+
+
+class HardTargetAUC(OnHardTargets, keras.metrics.AUC):
+    pass
+
+
+def teacher_version(cfg: DictConfig):
+    """The registered version distil.teacher names, else @champion; a one-line error if neither exists."""
+    name, wanted = cfg.tracking.model_name, cfg.distil.teacher
+    if cfg.distil.alias in (versions.CHAMPION, versions.PREVIOUS):
+        raise ConfigError(f"distil.alias={cfg.distil.alias}: only `make promote` moves @{versions.CHAMPION} and "
+                          f"@{versions.PREVIOUS}; name another alias, e.g. distilled")
+    if wanted is None:
+        champion = versions.alias_version(name, versions.CHAMPION)
+        if champion is None:
+            raise ConfigError(f"{name} has no @{versions.CHAMPION} to distil: `make promote` first, "
+                              "or name a version with distil.teacher=<n>")
+        return champion
+    try:
+        return versions.get_version(name, wanted)
+    except Exception as err:  # the registry's own message names the version
+        raise ConfigError(f"distil.teacher={wanted}: no such version of {name} ({tracking.short_error(err)})") from err
+
+
+def soft_targets(teacher_probability: np.ndarray, labels: np.ndarray, teacher_weight: float) -> np.ndarray:
+    """What the student is trained towards: teacher_weight x the teacher's probability + the rest x the label."""
+    return (teacher_weight * teacher_probability + (1 - teacher_weight) * labels).astype("float32")
+
+
+def student_identity(cfg: DictConfig, teacher) -> dict[str, str]:
+    """The version tags that identify a student: its teacher and a hash of what defines its training
+    (the model groups, seed and teacher weight), so a re-run finds it and a changed config makes another."""
+    settings = {**tracking.config_params(cfg), "distil.teacher_weight": cfg.distil.teacher_weight,
+                "sweep.objective": cfg.sweep.objective}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {DISTILLED_FROM_TAG: str(teacher.version), "final": "distilled", "student_config": digest}
+
+
+def distil(cfg: DictConfig) -> Distillation:
+    """Train, score and register the student of distil.teacher (a student of it registered by an
+    earlier run with the same settings is scored again, and completed if it was cut off)."""
+    start = time.perf_counter()
+    tracking.connect(cfg.tracking, write=True)
+    name, teacher = cfg.tracking.model_name, teacher_version(cfg)
+    identity = student_identity(cfg, teacher)
+    data = load_data(cfg)
+    _check_same_reviews(teacher, data)
+    reviews = data.reviews.get()
+    teacher_scores = version_scorer(name, str(teacher.version))
+    log.info("scoring teacher %s version %s on %d test reviews", name, teacher.version, len(reviews.test.texts))
+    teacher_test = teacher_scores(reviews.test.texts)
+    existing = versions.find_version(name, **identity)
+    if existing is not None:
+        version = str(existing.version)
+        log.info("version %s is already the student of version %s: scoring it", version, teacher.version)
+        result = _result(name, teacher, version, data, version_scorer(name, version)(reviews.test.texts),
+                         teacher_test, start, reused=True)
+        if not versions.is_complete(existing):
+            _complete(cfg, result, identity, data, {})
+        return result
+    log.info("scoring the teacher on %d training reviews", len(reviews.train.texts))
+    targets = soft_targets(teacher_scores(reviews.train.texts), data.y_train, cfg.distil.teacher_weight)
+    with mlflow.start_run(run_name=f"distil-v{teacher.version}",
+                          tags={tracking.ROLE_TAG: tracking.DISTIL, DISTILLED_FROM_TAG: str(teacher.version)}):
+        mlflow.log_params({**tracking.config_params(cfg), "distil.teacher": teacher.version,
+                           "distil.teacher_weight": cfg.distil.teacher_weight})
+        model = train_student(cfg, dataclasses.replace(data, y_train=targets))
+        tracking.log_keras_model(model)
+        layer = fit_calibration(data.y_val, predict_proba(model, data.x_val, cfg.data.bucket_boundaries))
+        student_test = layer.scale(predict_proba(model, data.x_test, cfg.data.bucket_boundaries))
+        mlflow.log_metrics({f"test_{k}": v for k, v in classification_metrics(data.y_test, student_test).items()})
+        text_model = calibrated(end_to_end(model, make_vectorizer(cfg.data, data.vocabulary)), layer)
+        version = versions.register(name, tracking.log_text_model(text_model).model_uri, identity)
+    result = _result(name, teacher, version, data, student_test, teacher_test, start)
+    _complete(cfg, result, identity, data, dict(zip(CALIBRATION_TAGS, (layer.slope, layer.intercept), strict=True)))
+    return result
+
+
+def _complete(cfg: DictConfig, result: Distillation, identity: dict[str, str], data: TokenizedData,
+              head: dict[str, float]) -> None:
+    """The student's figures, behaviour checks and description as it is served, then distil.alias on it."""
+    checks = behaviour.run_checks(version_scorer(result.model_name, result.student))
+    versions.complete_version(result.model_name, result.student, {
+        **identity, **digest_tags(data.lineage), **_figure_tags(result), **head,
+        "final_model": f"one model distilled from version {result.teacher}, calibrated on validation",
+        **behaviour.behaviour_tags(checks)}, describe(result))
+    MlflowClient().set_registered_model_alias(result.model_name, cfg.distil.alias, result.student)
+
+
+def train_student(cfg: DictConfig, data: TokenizedData) -> keras.Model:
+    """train.train on the soft targets, with accuracy and AUC of the training batches against the
+    teacher's labels; the model handed back is compiled with the usual metrics."""
+    def on_hard_targets(model: keras.Model) -> keras.Model:
+        return compiled(model, model.optimizer, metrics=[HardTargetAccuracy(name="accuracy"), HardTargetAUC(name="auc")])
+
+    result = train(cfg, data, callbacks=[tracking.EpochMetricsCallback(), EpochLog("student")], prepare=on_hard_targets)
+    mlflow.log_metrics(result.metrics)
+    return compiled(result.model, result.model.optimizer)
+
+
+def _check_same_reviews(teacher, data: TokenizedData) -> None:
+    disagreeing = disagreeing_splits(teacher.tags, digest_tags(data.lineage))
+    if disagreeing:
+        raise ConfigError(f"version {teacher.version} was trained on other {', '.join(disagreeing)} reviews than "
+                          "these (tags data.<split>_digest): point data.path and data.* at the ones it recorded")
+
+
+def _result(name, teacher, student: str, data: TokenizedData, student_test: np.ndarray,
+            teacher_test: np.ndarray, start: float, reused: bool = False) -> Distillation:
+    return Distillation(name, str(teacher.version), student, classification_metrics(data.y_test, student_test),
+                        classification_metrics(data.y_test, teacher_test),
+                        paired_accuracy(data.y_test, student_test, teacher_test),
+                        accuracy_interval(data.y_test, student_test), time.perf_counter() - start, reused)
+
+
+def _figure_tags(result: Distillation) -> dict[str, float]:
+    low, high = result.comparison.interval
+    return {**{f"test_{k}": v for k, v in result.student_test.items()},
+            **dict(zip(("test_accuracy_low", "test_accuracy_high"), result.test_interval, strict=True)),
+            **{f"teacher_test_{k}": v for k, v in result.teacher_test.items()},
+            "test_samples": result.comparison.reviews,
+            "student_minus_teacher_accuracy": result.comparison.difference,
+            "student_minus_teacher_low": low, "student_minus_teacher_high": high}
+
+
+def describe(result: Distillation) -> str:
+    """The version's description and the command's closing line."""
+    return (f"One BiLSTM distilled from version {result.teacher}: test accuracy "
+            f"{result.student_test['accuracy']:.4f} vs the teacher's {result.teacher_test['accuracy']:.4f}; "
+            + result.comparison.describe("the student", "the teacher"))
