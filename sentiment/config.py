@@ -277,6 +277,9 @@ def _validate_distil(cfg: DictConfig) -> None:
            "null (@champion) or a version number >= 1")
     weight = cfg.distil.teacher_weight
     _check(_is_number(weight) and 0 <= weight <= 1, "distil.teacher_weight", weight, "a number in [0, 1]")
+    folds = cfg.distil.held_out_folds
+    _check(_is_int(folds) and (folds == 0 or folds >= 2), "distil.held_out_folds", folds,
+           "0 (the teacher as served) or a number of folds >= 2")
     _check(isinstance(cfg.distil.alias, str) and bool(cfg.distil.alias), "distil.alias", cfg.distil.alias,
            "an alias name such as distilled")
 

@@ -8,8 +8,13 @@ once and registered as a version of its own, tagged with the version it learned 
 figures beside the teacher's (a paired comparison on the same test reviews) and the alias
 distil.alias. Serving it costs one model: `make bench-serve ARGS="serve.alias=<distil.alias>"`.
 
-The teacher has trained on the training reviews, so it is surer of them than of new ones; what
-the student gains over the labels is the teacher's ranking of easy and hard reviews.
+The teacher has trained on the training reviews, so it is surer of them than of new ones. A
+stacked teacher's NBSVM half fits its training reviews all but perfectly, so as served it would
+hand the student little more than the labels: with distil.held_out_folds = k its n-gram logit on a
+training review comes instead from an NBSVM with the same settings fitted on the other k-1 folds
+(k-fold cross-fitting, nbsvm.out_of_fold_logits), recombined by the teacher's own stack weights
+with its LSTM part (two epochs leave that part far less sure of its training reviews). What the
+student gains over the labels is then the teacher's ranking of easy and hard reviews.
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ import mlflow
 import numpy as np
 from keras import ops
 from mlflow import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
+from sentiment.engines import STACKED_BASELINE
 from sentiment.errors import ConfigError
-from sentiment.final_model import CALIBRATION_TAGS, fit_calibration
+from sentiment.final_model import CALIBRATION_TAGS, fit_calibration, recorded_head, served_ngram_run
 from sentiment.lineage import digest_tags, disagreeing_splits
 from sentiment.metrics import PairedComparison, accuracy_interval, classification_metrics, paired_accuracy
 from sentiment.model import calibrated, compiled, end_to_end
+from sentiment.model_code import Stack
+from sentiment.nbsvm import out_of_fold_logits
 from sentiment.registry import behaviour, versions
 from sentiment.registry.promote import version_scorer
 from sentiment.search.trial import EpochLog
@@ -97,11 +105,38 @@ def soft_targets(teacher_probability: np.ndarray, labels: np.ndarray, teacher_we
     return (teacher_weight * teacher_probability + (1 - teacher_weight) * labels).astype("float32")
 
 
+def student_settings(cfg: DictConfig) -> dict[str, float | int]:
+    """The distil keys that change what the student learns (params of its run, part of its identity)."""
+    return {f"distil.{key}": cfg.distil[key] for key in ("teacher_weight", "held_out_folds")}
+
+
+def teacher_on_training_reviews(cfg: DictConfig, teacher, data: TokenizedData, teacher_scores) -> np.ndarray:
+    """The teacher's probability for each training review: as served, or for a stacked teacher with
+    distil.held_out_folds = k, with its NBSVM half's logit cross-fitted over k folds (module doc)."""
+    texts, folds = data.reviews.get().train.texts, cfg.distil.held_out_folds
+    head = recorded_head(teacher.tags)
+    if not folds or not isinstance(head, Stack):
+        log.info("scoring the teacher on %d training reviews as it is served", len(texts))
+        return teacher_scores(texts)
+    with tracking.artifacts_of(f"{cfg.tracking.model_name} version {teacher.version}", tracking.REGISTERED_GONE_FIX):
+        classifier = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{teacher.version}").unwrap_python_model()
+    if not hasattr(classifier, "lstm_probability"):
+        raise ConfigError(f"version {teacher.version} was registered before its LSTM part could be scored alone: "
+                          "distil.held_out_folds=0 learns from it as it is served")
+    log.info("scoring the teacher's LSTM part on %d training reviews", len(texts))
+    lstm_probability = classifier.lstm_probability(texts)
+    ngram_run = served_ngram_run(teacher.tags, mlflow.get_run(teacher.run_id).info.experiment_id)
+    settings = cfg.baseline[STACKED_BASELINE]  # which settings an NBSVM has; the values are the served one's
+    params = OmegaConf.create({key: type(value)(ngram_run.data.params[key]) for key, value in settings.items()})
+    log.info("cross-fitting the teacher's %s half over %d folds of the training reviews", STACKED_BASELINE, folds)
+    held_out = out_of_fold_logits(texts, data.y_train, params, folds, cfg.seed)
+    return head.scale(lstm_probability, held_out)
+
+
 def student_identity(cfg: DictConfig, teacher) -> dict[str, str]:
     """The version tags that identify a student: its teacher and a hash of what defines its training
     (the model groups, seed and teacher weight), so a re-run finds it and a changed config makes another."""
-    settings = {**tracking.config_params(cfg), "distil.teacher_weight": cfg.distil.teacher_weight,
-                "sweep.objective": cfg.sweep.objective}
+    settings = {**tracking.config_params(cfg), **student_settings(cfg), "sweep.objective": cfg.sweep.objective}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {DISTILLED_FROM_TAG: str(teacher.version), "final": "distilled", "student_config": digest}
 
@@ -128,12 +163,12 @@ def distil(cfg: DictConfig) -> Distillation:
         if not versions.is_complete(existing):
             _complete(cfg, result, identity, data, {})
         return result
-    log.info("scoring the teacher on %d training reviews", len(reviews.train.texts))
-    targets = soft_targets(teacher_scores(reviews.train.texts), data.y_train, cfg.distil.teacher_weight)
+    teacher_train = teacher_on_training_reviews(cfg, teacher, data, teacher_scores)
+    targets = soft_targets(teacher_train, data.y_train, cfg.distil.teacher_weight)
     with mlflow.start_run(run_name=f"distil-v{teacher.version}",
                           tags={tracking.ROLE_TAG: tracking.DISTIL, DISTILLED_FROM_TAG: str(teacher.version)}):
-        mlflow.log_params({**tracking.config_params(cfg), "distil.teacher": teacher.version,
-                           "distil.teacher_weight": cfg.distil.teacher_weight})
+        mlflow.log_params({**tracking.config_params(cfg), "distil.teacher": teacher.version, **student_settings(cfg)})
+        mlflow.log_metrics({f"teacher_train_{k}": v for k, v in classification_metrics(data.y_train, teacher_train).items()})
         model = train_student(cfg, dataclasses.replace(data, y_train=targets))
         tracking.log_keras_model(model)
         layer = fit_calibration(data.y_val, predict_proba(model, data.x_val, cfg.data.bucket_boundaries))

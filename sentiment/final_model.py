@@ -193,6 +193,13 @@ def recorded_head(tags: dict[str, str]) -> Stack | Calibration | None:
     return None
 
 
+def served_ngram_run(tags: dict[str, str], experiment_id: str):
+    """The run of the NBSVM a stacked version serves: the one its tags record (STACK_NGRAM_RUN_TAG),
+    else, on versions registered before that tag, its study's baseline."""
+    served = tags.get(STACK_NGRAM_RUN_TAG)
+    return mlflow.get_run(served) if served else baseline.stacked_baseline_run(experiment_id, tags["study"])
+
+
 def _logit(probability: np.ndarray) -> np.ndarray:
     p = np.clip(probability, Calibration.EPSILON, 1 - Calibration.EPSILON)
     return np.log(p / (1 - p))

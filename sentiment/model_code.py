@@ -350,27 +350,36 @@ class ReviewClassifier(mlflow.pyfunc.PythonModel):
         lstm, head, ngram = _head(self.model)
         parts = _token_parts(lstm)
 
-        def forward(text):
+        def before_head(text):
             if parts is None:  # not built from our pieces: the whole model as one graph
-                return self.model(text, training=False)
+                return lstm(text, training=False)
             scores = [model(_trim_padding(vectorizer(text)), training=False) for vectorizer, model in parts]
-            mean = tf.add_n(scores) / len(scores)
-            if head is None:
-                return mean
-            return head(mean) if ngram is None else head([mean, ngram(text, training=False)])
+            return tf.add_n(scores) / len(scores)
 
-        self._forward = tf.function(forward, input_signature=[tf.TensorSpec([None, 1], tf.string)])
+        def forward(text):
+            if head is None:
+                return before_head(text)
+            return head(before_head(text)) if ngram is None else head([before_head(text), ngram(text, training=False)])
+
+        signature = [tf.TensorSpec([None, 1], tf.string)]
+        self._forward, self._before_head = (tf.function(f, input_signature=signature) for f in (forward, before_head))
         self._forward(tf.constant([["A warm-up review, traced once."], [""]]))
         self._batched = MicroBatcher(self._score)
 
-    def _score(self, reviews: list[str]) -> np.ndarray:
-        """Probabilities in input order, computed over length-sorted chunks."""
+    def lstm_probability(self, reviews: list[str]) -> np.ndarray:
+        """The LSTM part's probability alone, before the head a calibrated or stacked model puts on
+        it (`make distil` recombines a stack's head with other n-gram logits)."""
+        return self._score(reviews, self._before_head)
+
+    def _score(self, reviews: list[str], forward=None) -> np.ndarray:
+        """Probabilities in input order (of the whole model, or of `forward`), computed over length-sorted chunks."""
+        forward = forward or self._forward
         order = np.argsort([len(review) for review in reviews], kind="stable")
         probability = np.empty(len(reviews), dtype="float64")
         for start in range(0, len(order), self.CHUNK):
             rows = order[start : start + self.CHUNK]
             chunk = tf.constant([reviews[i] for i in rows])[:, tf.newaxis]
-            probability[rows] = self._forward(chunk).numpy().reshape(-1)
+            probability[rows] = forward(chunk).numpy().reshape(-1)
         return probability
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

@@ -42,13 +42,38 @@ def log_count_ratio(features, labels: np.ndarray, alpha: float) -> np.ndarray:
 
 def fit_nbsvm(texts: list[str], labels: np.ndarray, params: DictConfig) -> keras.Model:
     """Fit on the training reviews; returns the raw-text model (one review per row -> logit)."""
-    counter = CountVectorizer(analyzer=lambda grams: grams, binary=True, min_df=params.min_df)
-    features = counter.fit_transform(ngram_lists(texts, params.ngrams)).tocsr()
-    ratio = log_count_ratio(features, labels, params.alpha)
-    fit = LogisticRegression(C=params.C, solver="liblinear", dual=True, max_iter=1000)
-    fit.fit(features.multiply(ratio).tocsr(), labels)
+    counter, features = _binary_ngrams(texts, params)
+    ratio, fit = _fit_scaled(features, labels, params)
     return ngram_model(list(counter.get_feature_names_out()), ratio * fit.coef_[0], float(fit.intercept_[0]),
                        params.ngrams)
+
+
+def out_of_fold_logits(texts: list[str], labels: np.ndarray, params: DictConfig, folds: int, seed: int) -> np.ndarray:
+    """Each review's NBSVM logit from a fit on the other folds (k-fold cross-fitting): what the
+    model says of a review it was not fitted on. The n-gram vocabulary (min_df) is counted once
+    over all the reviews, which takes no label; the ratios and the regression see only the fold's
+    other reviews."""
+    _, features = _binary_ngrams(texts, params)
+    logits = np.zeros(len(texts))
+    for held_out in np.array_split(np.random.default_rng(seed).permutation(len(texts)), folds):
+        fitted_on = np.setdiff1d(np.arange(len(texts)), held_out)
+        ratio, fit = _fit_scaled(features[fitted_on], labels[fitted_on], params)
+        logits[held_out] = fit.decision_function(features[held_out].multiply(ratio).tocsr())
+    return logits
+
+
+def _binary_ngrams(texts: list[str], params: DictConfig):
+    """The fitted n-gram counter and the reviews' binary n-gram matrix (rows: reviews)."""
+    counter = CountVectorizer(analyzer=lambda grams: grams, binary=True, min_df=params.min_df)
+    return counter, counter.fit_transform(ngram_lists(texts, params.ngrams)).tocsr()
+
+
+def _fit_scaled(features, labels: np.ndarray, params: DictConfig) -> tuple[np.ndarray, LogisticRegression]:
+    """The naive-Bayes ratios of these reviews and the logistic regression on the ratio-scaled features."""
+    ratio = log_count_ratio(features, labels, params.alpha)
+    # liblinear's dual solver visits the reviews in a random order: seeded, a fit is repeatable.
+    fit = LogisticRegression(C=params.C, solver="liblinear", dual=True, max_iter=1000, random_state=0)
+    return ratio, fit.fit(features.multiply(ratio).tocsr(), labels)
 
 
 def ngram_model(vocabulary: list[str], weights: np.ndarray, bias: float, ngrams: int) -> keras.Model:

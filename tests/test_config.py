@@ -50,6 +50,12 @@ def test_overrides_beat_experiment_values():
     ("baseline.models=[tfidf,svm]", "baseline.models"),
     ("tracking.system_metrics_seconds=0", "tracking.system_metrics_seconds"),
     ("serve.reload_seconds=-5", "serve.reload_seconds"),
+    ("serve.alias=''", "serve.alias"),
+    ("distil.teacher=0", "distil.teacher"),
+    ("distil.teacher=v3", "distil.teacher"),
+    ("distil.teacher_weight=1.5", "distil.teacher_weight"),
+    ("distil.held_out_folds=1", "distil.held_out_folds"),
+    ("distil.held_out_folds=0.5", "distil.held_out_folds"),
     ("sweep.final=mean", "sweep.final"),
 ])
 def test_bad_values_fail_naming_the_key(override, key):
@@ -57,6 +63,12 @@ def test_bad_values_fail_naming_the_key(override, key):
         load_config([override])
     assert key in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_the_distil_group_does_not_change_what_a_study_searches():
+    from sentiment.search.trial import config_fingerprint
+
+    assert config_fingerprint(load_config(["distil.teacher_weight=0.5"])) == config_fingerprint(load_config())
 
 
 def test_unknown_experiment_lists_the_choices():

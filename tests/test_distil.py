@@ -13,8 +13,10 @@ from sentiment import distil as distil_module
 from sentiment import tracking
 from sentiment.bench.local_servers import free_port, stop_process_group, wait_until_answers
 from sentiment.config import load_config
-from sentiment.distil import DISTILLED_FROM_TAG, HardTargetAccuracy, distil, soft_targets
+from sentiment.distil import DISTILLED_FROM_TAG, HardTargetAccuracy, distil, soft_targets, student_identity
 from sentiment.errors import ConfigError
+from sentiment.final_model import recorded_head, served_ngram_run
+from sentiment.nbsvm import ngram_logit
 from sentiment.registry.promote import version_scorer
 from sentiment.sweep import run_sweep
 from sentiment.tokens import load_data
@@ -128,3 +130,39 @@ def test_distil_without_a_champion_says_how_to_get_one(imdb_dir, tmp_path):
     tracking.connect(cfg.tracking, write=True)
     with pytest.raises(ConfigError, match="no @champion to distil"):
         distil(cfg)
+
+
+@pytest.fixture(scope="module")
+def stacked_teacher(imdb_dir, tmp_path_factory):
+    """A store whose version 1 is a tiny stack (LSTM + NBSVM), and its loaded pieces."""
+    overrides = tiny_overrides(imdb_dir, tmp_path_factory.mktemp("stacked")) + ["sweep.final=stack", "distil.teacher=1"]
+    cfg = load_config(overrides)
+    result = run_sweep(cfg)
+    mlflow.end_run()
+    teacher = MlflowClient().get_model_version(cfg.tracking.model_name, "1")
+    return overrides, teacher, result.experiment_id
+
+
+def test_a_stacked_teachers_lstm_part_and_its_nbsvm_make_up_what_it_serves(stacked_teacher):
+    overrides, teacher, experiment_id = stacked_teacher
+    cfg = load_config(overrides)
+    texts = load_data(cfg).reviews.get().train.texts
+    classifier = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/1").unwrap_python_model()
+    ngram = tracking.load_keras_model(served_ngram_run(teacher.tags, experiment_id).info.run_id)
+    recombined = recorded_head(teacher.tags).scale(classifier.lstm_probability(texts), ngram_logit(ngram, texts))
+    served = version_scorer(cfg.tracking.model_name, "1")(texts)
+    assert recombined == pytest.approx(served, abs=1e-5)
+    assert not np.allclose(classifier.lstm_probability(texts), served, atol=1e-3)  # the part, not the whole
+
+
+def test_held_out_targets_take_the_stacks_nbsvm_logits_from_fits_without_each_review(stacked_teacher):
+    overrides, teacher, _ = stacked_teacher
+    as_served_cfg, held_out_cfg = load_config(overrides + ["distil.held_out_folds=0"]), load_config(overrides)
+    data = load_data(held_out_cfg)
+    scorer = version_scorer(held_out_cfg.tracking.model_name, "1")
+    as_served = distil_module.teacher_on_training_reviews(as_served_cfg, teacher, data, scorer)
+    held_out = distil_module.teacher_on_training_reviews(held_out_cfg, teacher, data, scorer)
+    assert as_served == pytest.approx(scorer(data.reviews.get().train.texts))
+    # The NBSVM half is sure of the reviews it was fitted on, less so of held-out ones.
+    assert np.mean(np.abs(held_out - 0.5)) < np.mean(np.abs(as_served - 0.5))
+    assert student_identity(held_out_cfg, teacher) != student_identity(as_served_cfg, teacher)

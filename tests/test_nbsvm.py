@@ -8,6 +8,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
 
 from sentiment import nbsvm
 
@@ -70,3 +71,27 @@ def test_ngram_logit_of_no_reviews_is_empty():
     assert nbsvm.ngram_logit(model, []).shape == (0,)
     assert tf.is_tensor(model(tf.constant([["good"]])))
     assert float(model(tf.constant([["good"]]))[0, 0]) == pytest.approx(1.0)
+
+
+def test_an_out_of_fold_logit_is_the_fit_on_the_other_folds_and_never_sees_its_own_label():
+    held_out = nbsvm.out_of_fold_logits(REVIEWS, LABELS, PARAMS, folds=4, seed=0)
+    flipped = LABELS.copy()
+    flipped[0] = 1 - flipped[0]
+    again = nbsvm.out_of_fold_logits(REVIEWS, flipped, PARAMS, folds=4, seed=0)
+    assert again[0] == pytest.approx(held_out[0], rel=1e-9)  # review 0's own label never reaches its logit ...
+    assert not np.allclose(np.delete(again, 0), np.delete(held_out, 0))  # ... but the other folds' fits use it
+    in_sample = nbsvm.ngram_logit(nbsvm.fit_nbsvm(REVIEWS, LABELS, PARAMS), REVIEWS)
+    # Fitted on a review, NBSVM is surer of it than when the review is held out.
+    assert np.mean(np.abs(in_sample)) > np.mean(np.abs(held_out))
+
+
+def test_with_one_review_per_fold_each_logit_is_the_fit_on_all_the_others():
+    held_out = nbsvm.out_of_fold_logits(REVIEWS, LABELS, PARAMS, folds=len(REVIEWS), seed=3)
+    others = [i for i in range(len(REVIEWS)) if i != 5]
+    counter = CountVectorizer(analyzer=lambda grams: grams, binary=True).fit(nbsvm.ngram_lists(REVIEWS, 3))
+    features = counter.transform(nbsvm.ngram_lists(REVIEWS, 3)).tocsr()
+    ratio = nbsvm.log_count_ratio(features[others], LABELS[others], PARAMS.alpha)
+    fit = LogisticRegression(C=PARAMS.C, solver="liblinear", dual=True, max_iter=1000, random_state=0)
+    fit.fit(features[others].multiply(ratio).tocsr(), LABELS[others])
+    expected = fit.decision_function(features[5].multiply(ratio).tocsr())[0]
+    assert held_out[5] == pytest.approx(expected, rel=1e-9)

@@ -30,11 +30,11 @@ import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sentiment import baseline, tracking
+from sentiment import tracking
 from sentiment.config import apply_sample
 from sentiment.data import ReviewSplits
 from sentiment.errors import TrackingError
-from sentiment.final_model import STACK_NGRAM_RUN_TAG, recorded_head
+from sentiment.final_model import recorded_head, served_ngram_run
 from sentiment.lineage import digest_tags, disagreeing_splits
 from sentiment.metrics import PairedComparison, classification_metrics, paired_accuracy
 from sentiment.model_code import Calibration, Stack
@@ -182,8 +182,7 @@ def apply_head(tags: dict[str, str], probability: np.ndarray, texts: list[str], 
     """The version's recorded head (final_model.recorded_head) on the members' mean: its description and output."""
     head = recorded_head(tags)
     if isinstance(head, Stack):
-        served = tags.get(STACK_NGRAM_RUN_TAG)  # absent on versions registered before it was recorded
-        ngram = tracking.load_keras_model(served) if served else baseline.ngram_model(experiment_id, tags["study"])
+        ngram = tracking.load_keras_model(served_ngram_run(tags, experiment_id).info.run_id)
         return "stack with its NBSVM (recorded weights)", head.scale(probability, ngram_logit(ngram, texts))
     if isinstance(head, Calibration):
         return "Platt scaling (recorded slope and intercept)", head.scale(probability)
