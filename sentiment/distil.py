@@ -34,11 +34,19 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sentiment import tracking
+from sentiment.baseline import strongest_baseline
 from sentiment.engines import STACKED_BASELINE
 from sentiment.errors import ConfigError
 from sentiment.final_model import CALIBRATION_TAGS, fit_calibration, recorded_head, served_ngram_run
 from sentiment.lineage import digest_tags, disagreeing_splits
-from sentiment.metrics import PairedComparison, accuracy_interval, classification_metrics, paired_accuracy
+from sentiment.metrics import (
+    PairedComparison,
+    accuracy_by_length,
+    accuracy_interval,
+    classification_metrics,
+    paired_accuracy,
+    word_counts,
+)
 from sentiment.model import calibrated, compiled, end_to_end
 from sentiment.model_code import Stack
 from sentiment.nbsvm import out_of_fold_logits
@@ -174,6 +182,7 @@ def distil(cfg: DictConfig) -> Distillation:
         layer = fit_calibration(data.y_val, predict_proba(model, data.x_val, cfg.data.bucket_boundaries))
         student_test = layer.scale(predict_proba(model, data.x_test, cfg.data.bucket_boundaries))
         mlflow.log_metrics({f"test_{k}": v for k, v in classification_metrics(data.y_test, student_test).items()})
+        log_accuracy_by_length(teacher, data, student_test, teacher_test)
         text_model = calibrated(end_to_end(model, make_vectorizer(cfg.data, data.vocabulary)), layer)
         version = versions.register(name, tracking.log_text_model(text_model).model_uri, identity)
     result = _result(name, teacher, version, data, student_test, teacher_test, start)
@@ -190,6 +199,19 @@ def _complete(cfg: DictConfig, result: Distillation, identity: dict[str, str], d
         "final_model": f"one model distilled from version {result.teacher}, calibrated on validation",
         **behaviour.behaviour_tags(checks)}, describe(result))
     MlflowClient().set_registered_model_alias(result.model_name, cfg.distil.alias, result.student)
+
+
+def log_accuracy_by_length(teacher, data: TokenizedData, student_test: np.ndarray, teacher_test: np.ndarray) -> None:
+    """The student's test accuracy per review-length quarter beside its teacher's and the teacher
+    study's strongest baseline's (as a sweep's evaluation shows it), on the distil run."""
+    probabilities = {"student": student_test, "teacher": teacher_test}
+    study = teacher.tags.get("study")
+    strongest = study and strongest_baseline(mlflow.get_run(teacher.run_id).info.experiment_id, study, len(data.y_test))
+    if strongest:
+        probabilities[f"baseline ({strongest.kind})"] = strongest.test_probability
+    table = accuracy_by_length(data.y_test, word_counts(data.reviews.get().test.texts), **probabilities)
+    log.info("test accuracy by review length:\n%s", table.to_string(index=False))
+    mlflow.log_text(table.to_csv(index=False), "evaluation/accuracy_by_length.csv")
 
 
 def train_student(cfg: DictConfig, data: TokenizedData) -> keras.Model:

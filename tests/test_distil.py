@@ -5,6 +5,7 @@ import sys
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from mlflow import MlflowClient
@@ -87,6 +88,11 @@ def test_the_student_learns_the_teachers_probabilities_and_is_registered_with_bo
     assert "calibration_slope" in version.tags and "distilled from version 1" in version.tags["final_model"]
     run = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="tags.role = 'distil'")
     assert len(run) == 1 and run[0].data.params["distil.teacher"] == "1" and "val_loss" in run[0].data.metrics
+    by_length = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=run[0].info.run_id, artifact_path="evaluation/accuracy_by_length.csv"))
+    assert {"student", "teacher"} <= set(by_length.columns) and any(c.startswith("baseline (") for c in by_length)
+    assert np.average(by_length["student"], weights=by_length["reviews"]) == pytest.approx(accuracy)
+    assert by_length["reviews"].sum() == len(reviews.test.labels)
 
 
 def test_a_rerun_finds_its_student_and_a_changed_setting_makes_another(teacher_store, student):
