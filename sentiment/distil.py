@@ -143,7 +143,7 @@ def teacher_on_training_reviews(cfg: DictConfig, teacher, data: TokenizedData, t
 
 def student_identity(cfg: DictConfig, teacher) -> dict[str, str]:
     """The version tags that identify a student: its teacher and a hash of what defines its training
-    (the model groups, seed and teacher weight), so a re-run finds it and a changed config makes another."""
+    (the model groups, seed and student_settings), so a re-run finds it and a changed config makes another."""
     settings = {**tracking.config_params(cfg), **student_settings(cfg), "sweep.objective": cfg.sweep.objective}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {DISTILLED_FROM_TAG: str(teacher.version), "final": "distilled", "student_config": digest}
