@@ -51,7 +51,7 @@ from sentiment.model import calibrated, compiled, end_to_end
 from sentiment.model_code import Stack
 from sentiment.nbsvm import out_of_fold_logits
 from sentiment.registry import behaviour, versions
-from sentiment.registry.promote import version_scorer
+from sentiment.registry.promote import load_version, scorer, version_scorer
 from sentiment.search.trial import EpochLog
 from sentiment.tokens import TokenizedData, load_data, make_vectorizer
 from sentiment.train import predict_proba, train
@@ -118,16 +118,16 @@ def student_settings(cfg: DictConfig) -> dict[str, float | int]:
     return {f"distil.{key}": cfg.distil[key] for key in ("teacher_weight", "held_out_folds")}
 
 
-def teacher_on_training_reviews(cfg: DictConfig, teacher, data: TokenizedData, teacher_scores) -> np.ndarray:
+def teacher_on_training_reviews(cfg: DictConfig, teacher, data: TokenizedData,
+                                teacher_model: mlflow.pyfunc.PyFuncModel) -> np.ndarray:
     """The teacher's probability for each training review: as served, or for a stacked teacher with
     distil.held_out_folds = k, with its NBSVM half's logit cross-fitted over k folds (module doc)."""
     texts, folds = data.reviews.get().train.texts, cfg.distil.held_out_folds
     head = recorded_head(teacher.tags)
     if not folds or not isinstance(head, Stack):
         log.info("scoring the teacher on %d training reviews as it is served", len(texts))
-        return teacher_scores(texts)
-    with tracking.artifacts_of(f"{cfg.tracking.model_name} version {teacher.version}", tracking.REGISTERED_GONE_FIX):
-        classifier = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.model_name}/{teacher.version}").unwrap_python_model()
+        return scorer(teacher_model)(texts)
+    classifier = teacher_model.unwrap_python_model()
     if not hasattr(classifier, "lstm_probability"):
         raise ConfigError(f"version {teacher.version} was registered before its LSTM part could be scored alone: "
                           "distil.held_out_folds=0 learns from it as it is served")
@@ -159,7 +159,8 @@ def distil(cfg: DictConfig) -> Distillation:
     data = load_data(cfg)
     _check_same_reviews(teacher, data)
     reviews = data.reviews.get()
-    teacher_scores = version_scorer(name, str(teacher.version))
+    teacher_model = load_version(name, str(teacher.version))
+    teacher_scores = scorer(teacher_model)
     log.info("scoring teacher %s version %s on %d test reviews", name, teacher.version, len(reviews.test.texts))
     teacher_test = teacher_scores(reviews.test.texts)
     existing = versions.find_version(name, **identity)
@@ -171,7 +172,7 @@ def distil(cfg: DictConfig) -> Distillation:
         if not versions.is_complete(existing):
             _complete(cfg, result, identity, data, {})
         return result
-    teacher_train = teacher_on_training_reviews(cfg, teacher, data, teacher_scores)
+    teacher_train = teacher_on_training_reviews(cfg, teacher, data, teacher_model)
     targets = soft_targets(teacher_train, data.y_train, cfg.distil.teacher_weight)
     with mlflow.start_run(run_name=f"distil-v{teacher.version}",
                           tags={tracking.ROLE_TAG: tracking.DISTIL, DISTILLED_FROM_TAG: str(teacher.version)}):

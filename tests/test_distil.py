@@ -18,7 +18,7 @@ from sentiment.distil import DISTILLED_FROM_TAG, HardTargetAccuracy, distil, sof
 from sentiment.errors import ConfigError
 from sentiment.final_model import recorded_head, served_ngram_run
 from sentiment.nbsvm import ngram_logit
-from sentiment.registry.promote import version_scorer
+from sentiment.registry.promote import load_version, version_scorer
 from sentiment.sweep import run_sweep
 from sentiment.tokens import load_data
 from tests.conftest import tiny_overrides
@@ -165,9 +165,10 @@ def test_held_out_targets_take_the_stacks_nbsvm_logits_from_fits_without_each_re
     overrides, teacher, _ = stacked_teacher
     as_served_cfg, held_out_cfg = load_config(overrides + ["distil.held_out_folds=0"]), load_config(overrides)
     data = load_data(held_out_cfg)
+    teacher_model = load_version(held_out_cfg.tracking.model_name, "1")
     scorer = version_scorer(held_out_cfg.tracking.model_name, "1")
-    as_served = distil_module.teacher_on_training_reviews(as_served_cfg, teacher, data, scorer)
-    held_out = distil_module.teacher_on_training_reviews(held_out_cfg, teacher, data, scorer)
+    as_served = distil_module.teacher_on_training_reviews(as_served_cfg, teacher, data, teacher_model)
+    held_out = distil_module.teacher_on_training_reviews(held_out_cfg, teacher, data, teacher_model)
     assert as_served == pytest.approx(scorer(data.reviews.get().train.texts))
     # The NBSVM half is sure of the reviews it was fitted on, less so of held-out ones.
     assert np.mean(np.abs(held_out - 0.5)) < np.mean(np.abs(as_served - 0.5))

@@ -55,15 +55,23 @@ class Scored:
     behaviour: pd.DataFrame       # behaviour.run_checks
 
 
-def version_scorer(model_name: str, version: str) -> Callable[[list[str]], np.ndarray]:
-    """The registered version as it is served: reviews -> probability of positive."""
+def load_version(model_name: str, version: str) -> mlflow.pyfunc.PyFuncModel:
+    """The registered version as it is served (a one-line error if its artifacts are gone)."""
     with tracking.artifacts_of(f"{model_name} version {version}", tracking.REGISTERED_GONE_FIX):
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+        return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
 
+
+def scorer(model: mlflow.pyfunc.PyFuncModel) -> Callable[[list[str]], np.ndarray]:
+    """A loaded version as a function: reviews -> probability of positive."""
     def probability(texts: list[str]) -> np.ndarray:
         return model.predict(pd.DataFrame({TEXT_COLUMN: texts}))["probability"].to_numpy()
 
     return probability
+
+
+def version_scorer(model_name: str, version: str) -> Callable[[list[str]], np.ndarray]:
+    """The registered version as it is served: reviews -> probability of positive."""
+    return scorer(load_version(model_name, version))
 
 
 def score_version(model_name: str, version: str, reviews: Reviews) -> Scored:
