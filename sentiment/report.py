@@ -28,12 +28,20 @@ def log_outcome(outcome: SearchOutcome, study_name: str, objective: str, evaluat
     mlflow.set_tag("mlflow.note.content", description_markdown(outcome, objective, headline))
 
 
-def log_evaluation(evaluation) -> None:
-    """The final model's val and test metrics, the baseline's beside them, and the test-set plots."""
+def evaluation_folder(version: str) -> str:
+    """Where a registered version's evaluation artifacts live on its sweep run: one folder per
+    version, so a study re-run with another final model (say refit) keeps the earlier one's."""
+    return f"evaluation/version-{version}"
+
+
+def log_evaluation(evaluation, version: str) -> None:
+    """The final model's val and test metrics, the baseline's beside them, and the test-set plots
+    (as CSV and PNG under evaluation_folder(version))."""
     mlflow.log_metrics({f"final_val_{k}": v for k, v in evaluation.val_metrics.items()})
     mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.test_metrics.items()})
     mlflow.log_metrics({f"baseline_test_{k}": v for k, v in evaluation.baseline_metrics.items()})
-    mlflow.log_text(evaluation.by_length.to_csv(index=False), "evaluation/accuracy_by_length.csv")
+    folder = evaluation_folder(version)
+    mlflow.log_text(evaluation.by_length.to_csv(index=False), f"{folder}/accuracy_by_length.csv")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +60,7 @@ def log_evaluation(evaluation) -> None:
         draw(ax)
         ax.set_title(f"{name.replace('_', ' ')} (test set, {len(labels)} reviews)")
         figure.tight_layout()
-        mlflow.log_figure(figure, f"evaluation/{name}.png")
+        mlflow.log_figure(figure, f"{folder}/{name}.png")
         plt.close(figure)
 
 

@@ -204,12 +204,13 @@ def register_final(cfg: DictConfig, outcome: SearchOutcome, experiment_id: str,
         return str(existing.version), None
     final = build_final_model(cfg, candidates, data, outcome.noise, experiment_id)
     evaluation = evaluate_final(cfg, final, experiment_id, data)
-    report.log_evaluation(evaluation)
     if existing is None:
         version = versions.register(model_name, tracking.log_text_model(final.text_model).model_uri, identity)
     else:
         version = str(existing.version)
         log.info("completing %s version %s: its registration was cut off while it was being tagged", model_name, version)
+    # Before the tags that make the version complete: a run cut off here evaluates it again.
+    report.log_evaluation(evaluation, version)
     checks = check_behaviour(model_name, version)
     versions.complete_version(model_name, version,
                               version_tags(cfg, identity, evaluation, data.lineage) | behaviour.behaviour_tags(checks),

@@ -72,9 +72,11 @@ def test_two_trial_sweep_logs_parent_children_and_a_version(swept):
     assert all(0 <= b.data.metrics["val_accuracy"] <= 1 for b in baselines)
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"trials.csv", "trials.json", "summary.md", "best_params.json", "plots", "evaluation"} <= artifacts
-    pictures = {a.path for a in client.list_artifacts(result.parent_run_id, "evaluation")}
-    assert pictures == {f"evaluation/{name}" for name in ("confusion_matrix.png", "roc_curve.png",
-                                                          "accuracy_by_length.png", "accuracy_by_length.csv")}
+    folder = f"evaluation/version-{result.registered_version}"
+    assert {a.path for a in client.list_artifacts(result.parent_run_id, "evaluation")} == {folder}
+    pictures = {a.path for a in client.list_artifacts(result.parent_run_id, folder)}
+    assert pictures == {f"{folder}/{name}" for name in ("confusion_matrix.png", "roc_curve.png",
+                                                        "accuracy_by_length.png", "accuracy_by_length.csv")}
     assert 0 <= parent.data.metrics["test_accuracy"] <= 1
     data = load_data(cfg)
     for run in (parent, *children):  # issue 27: the splits in MLflow's own terms, on every run
@@ -300,9 +302,19 @@ def test_unreachable_tracking_server_fails_before_training(imdb_dir, tmp_path, m
 
 
 def test_refit_members_are_trained_on_train_plus_val_and_registered_as_the_calibrated_mean(imdb_dir, tmp_path):
-    cfg = load_config(tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=ensemble", "sweep.refit=true",
-                                                            "baseline.models=[]"])
+    overrides = tiny_overrides(imdb_dir, tmp_path) + ["sweep.final=ensemble", "baseline.models=[]"]
+    first = run_sweep(load_config(overrides))  # the same study's final model without refit
+    cfg = load_config(overrides + ["sweep.refit=true"])
     result = run_sweep(cfg)
+    assert result.parent_run_id == first.parent_run_id and result.registered_version != first.registered_version
+    # Each version keeps its own evaluation on the study's run: the refit one replaced nothing.
+    tables = {version: pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=result.parent_run_id, artifact_path=f"evaluation/version-{version}/accuracy_by_length.csv"))
+        for version in (first.registered_version, result.registered_version)}
+    for version, table in tables.items():
+        tags = MlflowClient().get_model_version(cfg.tracking.model_name, version).tags
+        assert (table["final model"] * table["reviews"]).sum() / table["reviews"].sum() == pytest.approx(
+            float(tags["test_accuracy"]), abs=1e-4)
     version = MlflowClient().get_model_version(cfg.tracking.model_name, result.registered_version)
     members = version.tags["member_run_ids"].split(",")
     assert version.tags["refit"] == "true"
